@@ -1,0 +1,3 @@
+"""Test helpers for tfcell and for code built on it."""
+
+from tfcell.testing.test_case import TestCase
