@@ -1,1 +1,6 @@
-"""tfcell.models."""
+"""tfcell models: backbones (VGG19, the IDC AlexNet, CCT, a small CPU CNN) and the
+classifier builder that puts an embedding and a softmax, affinity or cosine head
+on any of them."""
+
+from tfcell.models.backbones import *
+from tfcell.models.classifier import *

@@ -1,0 +1,50 @@
+"""Figures written as PNG files with matplotlib's Agg backend (no display needed)."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+__all__ = ["plot_confusion_matrix"]
+
+
+def plot_confusion_matrix(matrix, class_names, path, title=None):
+    """Saves a row-normalised confusion matrix (as Figs. 4, 5 of the CFAL paper).
+
+    Args:
+        matrix: `(C, C)` array, rows = true class, normalised to sum to 1.
+        class_names: C names for the axes.
+        path: the PNG file to write.
+        title: optional title.
+
+    Returns:
+        `path`.
+    """
+    matrix = np.asarray(matrix, "float64")
+    size = max(3.0, 0.6 * len(class_names) + 1.5)
+    fig, ax = plt.subplots(figsize=(size, size))
+    ax.imshow(matrix, cmap="Blues", vmin=0.0, vmax=1.0)
+    ticks = np.arange(len(class_names))
+    ax.set_xticks(ticks, labels=class_names, rotation=45, ha="right")
+    ax.set_yticks(ticks, labels=class_names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    for i in range(matrix.shape[0]):
+        for j in range(matrix.shape[1]):
+            ax.text(
+                j,
+                i,
+                f"{matrix[i, j]:.2f}",
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="white" if matrix[i, j] > 0.5 else "black",
+            )
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
