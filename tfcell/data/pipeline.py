@@ -1,1 +1,401 @@
-__all__ = []
+"""tf.data pipelines over record tables and in-memory arrays.
+
+`from_records` decodes image files with `tf.io` (JPEG, PNG, BMP, GIF) inside
+tf.data; TIFF and other formats tf.io cannot read go through
+`tfcell.data.image_io.load_image` in a `tf.numpy_function`. Images are float32
+in [0, 255]. Batches are `(image, label)` tuples or dicts
+`{"image", "label", "domain", "subject"}` with domain and subject mapped to
+integer ids (`id_maps(records)`, also stored on the dataset as
+`dataset.id_maps`).
+
+Bad files never crash deep inside tf.data without a name: before building the
+pipeline every file is checked (`validate="header"`: exists, non-empty, a known
+image signature, and the JPEG/PNG end marker, i.e. not truncated; or
+`validate="decode"`: each file decoded once, in parallel) and an `ImageError`
+names every bad file and the fix.
+
+Augmentation runs on whole batches, in one sequential `map` after `batch`, so
+the layers' seed streams are consumed in order and a seed gives identical
+batches run after run; the layers themselves are vectorised over the batch.
+"""
+
+import os
+
+import numpy as np
+import tensorflow as tf
+
+__all__ = ["ImageError", "from_records", "from_arrays", "id_maps", "validate_files", "preload"]
+
+AUTOTUNE = tf.data.AUTOTUNE
+_TF_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+_SIGNATURES = {
+    b"\xff\xd8": "jpeg",
+    b"\x89PNG": "png",
+    b"BM": "bmp",
+    b"GIF8": "gif",
+    b"II*\x00": "tiff",
+    b"MM\x00*": "tiff",
+}
+
+
+class ImageError(ValueError):
+    """An image file that cannot be read; the message names the file(s)."""
+
+
+def id_maps(records):
+    """Sorted unique domain and subject names -> integer ids (stable across runs)."""
+    return {
+        column: {name: i for i, name in enumerate(sorted(set(records[column].astype(str))))}
+        for column in ("domain", "subject")
+        if column in records.columns
+    }
+
+
+def _signature(head):
+    for magic, kind in _SIGNATURES.items():
+        if head.startswith(magic):
+            return kind
+    return None
+
+
+def _check_header(path):
+    """Returns None when the file looks like a complete image, else the reason."""
+    try:
+        size = os.path.getsize(path)
+    except OSError:
+        return "missing"
+    if size == 0:
+        return "empty file"
+    with open(path, "rb") as handle:
+        head = handle.read(16)
+        handle.seek(max(size - 64, 0))
+        tail = handle.read(64)
+    kind = _signature(head)
+    if kind is None:
+        return "not an image (unknown file signature)"
+    suspect = (kind == "jpeg" and b"\xff\xd9" not in tail) or (
+        kind == "png" and b"IEND" not in tail
+    )
+    if suspect:
+        # No end marker: probably truncated; some writers append bytes, so decode to be sure.
+        try:
+            tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+        except (tf.errors.InvalidArgumentError, tf.errors.OpError):
+            return f"truncated or corrupt {kind.upper()} (no end marker, decoding fails)"
+    return None
+
+
+def _needs_python_reader(path):
+    return not str(path).lower().endswith(_TF_EXTENSIONS)
+
+
+def validate_files(paths, mode="header", num_parallel_calls=AUTOTUNE):
+    """Raises `ImageError` naming every file that cannot be decoded.
+
+    Args:
+        paths: image file paths.
+        mode: "header" (cheap: existence, signature, end marker) or "decode"
+            (every file decoded once with the pipeline's decoder, in parallel).
+    """
+    paths = [str(p) for p in paths]
+    bad = {}
+    for path in paths:
+        reason = _check_header(path)
+        if reason is not None:
+            bad[path] = reason
+    if mode == "decode" and not bad:
+        python_reader = np.array([_needs_python_reader(p) for p in paths], bool)
+        any_python = bool(python_reader.any())
+        dataset = tf.data.Dataset.from_tensor_slices((np.arange(len(paths)), paths, python_reader))
+        dataset = dataset.map(
+            lambda i, p, r: (i, tf.shape(_decode(p, r, any_python))),
+            num_parallel_calls=num_parallel_calls,
+        ).ignore_errors()
+        ok = {int(i) for i, _ in dataset.as_numpy_iterator()}
+        bad = {p: "cannot be decoded" for i, p in enumerate(paths) if i not in ok}
+    if bad:
+        lines = "\n".join(f"  {path}: {reason}" for path, reason in list(bad.items())[:20])
+        more = f"\n  ... and {len(bad) - 20} more" if len(bad) > 20 else ""
+        raise ImageError(
+            f"{len(bad)} image file(s) cannot be read:\n{lines}{more}\n"
+            "Remove or replace them, or re-read the folder with the tfcell reader, "
+            "which skips and counts bad files."
+        )
+
+
+def _python_load(path):
+    from tfcell.data import image_io  # Lazy: the reader module is optional here.
+
+    path = path.decode() if isinstance(path, bytes) else str(path)
+    return np.asarray(image_io.load_image(path, channels=3), "uint8")
+
+
+def _decode(path, python_reader, any_python=True):
+    """Decodes one file to uint8 (H, W, 3); `python_reader` picks image_io for
+    formats tf.io lacks (the numpy_function branch exists only if `any_python`)."""
+
+    def tf_decode():
+        return tf.io.decode_image(
+            tf.io.read_file(path), channels=3, dtype=tf.uint8, expand_animations=False
+        )
+
+    if any_python:
+        image = tf.cond(
+            python_reader,
+            lambda: tf.numpy_function(_python_load, [path], tf.uint8, stateful=False),
+            tf_decode,
+        )
+    else:
+        image = tf_decode()
+    image.set_shape([None, None, 3])
+    return image
+
+
+def _fit_size(image, image_size, pad_small, pad_value):
+    """Pads images smaller than the pad target (IDC edge patches), then resizes."""
+    if image_size is None:
+        return tf.cast(image, tf.float32)
+    height, width = image_size
+    if pad_small:
+        target = (height, width) if pad_small is True else tuple(pad_small)
+        shape = tf.shape(image)
+        pad_h = tf.maximum(target[0] - shape[0], 0)
+        pad_w = tf.maximum(target[1] - shape[1], 0)
+        small = tf.logical_and(shape[0] <= target[0], shape[1] <= target[1])
+        image = tf.cond(
+            small,
+            lambda: tf.pad(image, [[0, pad_h], [0, pad_w], [0, 0]], constant_values=pad_value),
+            lambda: image,
+        )
+    image = tf.cast(image, tf.float32)
+    return tf.image.resize(image, (height, width))
+
+
+def _as_size(image_size):
+    if image_size is None or isinstance(image_size, (tuple, list)):
+        return None if image_size is None else tuple(int(s) for s in image_size)
+    return (int(image_size), int(image_size))
+
+
+def _finish(dataset, batch_size, augment, output, drop_remainder, index_batches):
+    if index_batches is None:
+        dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
+    if augment is not None:
+        # Sequential on purpose: the augmentation layers' seed streams are then
+        # consumed in batch order, so a seed gives identical batches every run.
+        if output == "dict":
+            dataset = dataset.map(lambda b: {**b, "image": augment(b["image"])})
+        else:
+            dataset = dataset.map(lambda x, y: (augment(x), y))
+    return dataset.prefetch(AUTOTUNE)
+
+
+def _columns(domain, subject, records_maps, n):
+    maps = records_maps
+    domain_ids = (
+        np.array([maps["domain"][str(d)] for d in domain], "int32")
+        if domain is not None
+        else np.zeros(n, "int32")
+    )
+    subject_ids = (
+        np.array([maps["subject"][str(s)] for s in subject], "int32")
+        if subject is not None
+        else np.zeros(n, "int32")
+    )
+    return domain_ids, subject_ids
+
+
+def from_records(
+    records,
+    image_size,
+    batch_size=32,
+    shuffle=True,
+    augment=None,
+    seed=0,
+    output="tuple",
+    cache=False,
+    pad_small=True,
+    pad_value=255,
+    num_parallel_calls=AUTOTUNE,
+    validate="header",
+    preload=False,
+    drop_remainder=False,
+    index_batches=None,
+):
+    """A batched, prefetched `tf.data.Dataset` over a record table.
+
+    Args:
+        records: a record table (`tfcell.data.records`); an in-memory table
+            (an `image` column, as `tfcell.data.synthetic` returns) goes through
+            `from_arrays`.
+        image_size: int or (height, width) the images are resized to.
+        batch_size: batch size.
+        shuffle: reshuffle the whole table each epoch (seeded).
+        augment: a callable on float32 image batches in [0, 255] (a Keras
+            preprocessing layer or `keras.layers.Pipeline`), or None.
+        seed: shuffle seed.
+        output: "tuple" -> `(image, label)`; "dict" -> `{"image", "label",
+            "domain", "subject"}` with integer ids (`id_maps(records)`).
+        cache: False, True (in memory, after decode and resize) or a file path.
+        pad_small: pad images smaller than the target before resizing, instead
+            of upscaling them: True pads to `image_size`, a (height, width)
+            pads to that native size (IDC: `(50, 50)`), False resizes only.
+        pad_value: the padding colour (255: white glass).
+        num_parallel_calls: parallelism of decoding.
+        validate: "header", "decode" or None (see the module docstring).
+        preload: decode everything once into memory, then serve batches by
+            gathering from one array (fastest for small sets, e.g. IDC).
+        drop_remainder: drop the last incomplete batch.
+        index_batches: optional dataset of int index vectors (one per batch),
+            as `tfcell.data.samplers` builds; replaces shuffle and batch.
+
+    Returns:
+        A `tf.data.Dataset` with an `id_maps` attribute.
+    """
+    if output not in ("tuple", "dict"):
+        raise ValueError(f"output must be 'tuple' or 'dict'; received {output!r}.")
+    size = _as_size(image_size)
+    maps = id_maps(records)
+    if "image" in records.columns and (records["path"] == "").all():
+        arrays = {"images": np.stack(records["image"].to_list())}
+        return from_arrays(
+            arrays["images"], records["label"].to_numpy(), batch_size=batch_size,
+            shuffle=shuffle, augment=augment, seed=seed, output=output,
+            domains=records["domain"].to_numpy(str), subjects=records["subject"].to_numpy(str),
+            image_size=size, drop_remainder=drop_remainder, index_batches=index_batches,
+        )  # fmt: skip
+    paths = records["path"].astype(str).to_list()
+    if validate:
+        validate_files(paths, mode=validate, num_parallel_calls=num_parallel_calls)
+    if preload:
+        images = preload_images(paths, size, pad_small, pad_value, num_parallel_calls)
+        return from_arrays(
+            images, records["label"].to_numpy(), batch_size=batch_size, shuffle=shuffle,
+            augment=augment, seed=seed, output=output,
+            domains=records["domain"].to_numpy(str), subjects=records["subject"].to_numpy(str),
+            drop_remainder=drop_remainder, index_batches=index_batches,
+        )  # fmt: skip
+    labels = records["label"].to_numpy("int32")
+    domain_ids, subject_ids = _columns(
+        records.get("domain"), records.get("subject"), maps, len(paths)
+    )
+    python_reader = np.array([_needs_python_reader(p) for p in paths], bool)
+    any_python = bool(python_reader.any())
+    table = (np.asarray(paths), python_reader, labels, domain_ids, subject_ids)
+    if size is None:
+        raise ValueError("from_records needs an image_size to batch images of different sizes.")
+
+    def load(path, py, label, domain, subject):
+        image = _fit_size(_decode(path, py, any_python), size, pad_small, pad_value)
+        return {"image": image, "label": label, "domain": domain, "subject": subject}
+
+    if index_batches is not None:
+        # Balanced sampling: gather rows per index, decode each, keep the batch.
+        tensors = [tf.constant(t) for t in table]
+        dataset = index_batches.map(lambda idx: tuple(tf.gather(t, idx) for t in tensors))
+        dataset = dataset.unbatch().map(load, num_parallel_calls=num_parallel_calls)
+        dataset = dataset.batch(index_batches.element_spec.shape[0] or batch_size)
+        dataset = _to_output(dataset, output)
+    else:
+        dataset = tf.data.Dataset.from_tensor_slices(table)
+        if shuffle and not cache:
+            dataset = dataset.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
+        dataset = dataset.map(load, num_parallel_calls=num_parallel_calls)
+        if cache:
+            dataset = dataset.cache("" if cache is True else str(cache))
+            if shuffle:
+                dataset = dataset.shuffle(min(len(paths), 10_000), seed=seed)
+        dataset = _to_output(dataset, output)
+    dataset = _finish(dataset, batch_size, augment, output, drop_remainder, index_batches)
+    dataset.id_maps = maps
+    return dataset
+
+
+def _to_output(dataset, output):
+    if output == "dict":
+        return dataset
+    return dataset.map(lambda b: (b["image"], b["label"]))
+
+
+def preload_images(paths, image_size, pad_small=True, pad_value=255, num_parallel_calls=AUTOTUNE):
+    """Decodes and resizes every file once, in parallel; returns uint8 (N, H, W, 3)."""
+    size = _as_size(image_size)
+    py = np.array([_needs_python_reader(p) for p in paths], bool)
+    any_python = bool(py.any())
+
+    def load(path, python_reader):
+        image = _fit_size(_decode(path, python_reader, any_python), size, pad_small, pad_value)
+        return tf.cast(tf.round(tf.clip_by_value(image, 0, 255)), tf.uint8)
+
+    dataset = tf.data.Dataset.from_tensor_slices((np.asarray(paths, str), py))
+    dataset = dataset.map(load, num_parallel_calls=num_parallel_calls).batch(256)
+    batches = list(dataset.as_numpy_iterator())
+    return np.concatenate(batches) if batches else np.zeros((0, *size, 3), "uint8")
+
+
+preload = preload_images
+
+
+def from_arrays(
+    images,
+    labels,
+    batch_size=32,
+    shuffle=True,
+    augment=None,
+    seed=0,
+    output="tuple",
+    domains=None,
+    subjects=None,
+    image_size=None,
+    drop_remainder=False,
+    index_batches=None,
+):
+    """A batched dataset over in-memory images (uint8 or float, (N, H, W, C)).
+
+    Images stay in one constant; each batch is a `tf.gather` of shuffled indices
+    (then an optional resize to `image_size` and `augment`), so small data sets
+    (IDC patches, synthetic data) run at memory speed. `domains` and `subjects`
+    (strings or ints) become integer ids; the maps are on `dataset.id_maps`.
+    Accepts a `tfcell.data.synthetic` dict (`images=arrays`) through `**`.
+    """
+    if isinstance(images, dict):  # from_arrays(to_arrays(frame)) convenience
+        arrays = images
+        images, labels = arrays["images"], arrays["label"]
+        domains, subjects = arrays.get("domain"), arrays.get("subject")
+    images = np.asarray(images)
+    labels = np.asarray(labels).astype("int32")
+    n = len(images)
+    if len(labels) != n:
+        raise ValueError(f"images and labels differ in length: {n} vs {len(labels)}.")
+    if output not in ("tuple", "dict"):
+        raise ValueError(f"output must be 'tuple' or 'dict'; received {output!r}.")
+    maps = {}
+    ids = []
+    for name, values in (("domain", domains), ("subject", subjects)):
+        values = np.zeros(n, "int32") if values is None else np.asarray(values).astype(str)
+        maps[name] = {v: i for i, v in enumerate(sorted(set(values.tolist())))}
+        ids.append(np.array([maps[name][v] for v in values.tolist()], "int32"))
+    image_table = tf.constant(images)
+    tables = [tf.constant(labels), tf.constant(ids[0]), tf.constant(ids[1])]
+    size = _as_size(image_size)
+
+    def gather(idx):
+        batch = tf.cast(tf.gather(image_table, idx), tf.float32)
+        if size is not None and tuple(images.shape[1:3]) != size:
+            batch = tf.image.resize(batch, size)
+        label, domain, subject = (tf.gather(t, idx) for t in tables)
+        if output == "dict":
+            return {"image": batch, "label": label, "domain": domain, "subject": subject}
+        return batch, label
+
+    if index_batches is None:
+        index = tf.data.Dataset.range(n)
+        if shuffle:
+            index = index.shuffle(max(n, 1), seed=seed, reshuffle_each_iteration=True)
+        index = index.batch(batch_size, drop_remainder=drop_remainder)
+    else:
+        index = index_batches
+    dataset = index.map(gather, num_parallel_calls=AUTOTUNE)
+    dataset = _finish(dataset, batch_size, augment, output, drop_remainder, index_batches=True)
+    dataset.id_maps = maps
+    return dataset

@@ -1,1 +1,9 @@
-"""tfcell.evaluation."""
+"""tfcell evaluation: metrics, ensembles, repeated-run statistics, figures and
+run reports (`results.jsonl`, `report.md`, `done`)."""
+
+from tfcell.evaluation import ensembles, metrics, plots, report, statistics
+from tfcell.evaluation.ensembles import *
+from tfcell.evaluation.metrics import *
+from tfcell.evaluation.plots import *
+from tfcell.evaluation.report import *
+from tfcell.evaluation.statistics import *

@@ -24,7 +24,8 @@ def mean_std(values):
 
 def format_mean_std(values, digits=3, scale=1.0):
     """"0.830 +- 0.012" (or "0.830" for one value, "-" for none)."""
-    mean, std = mean_std(np.asarray(values, "float64") * scale if len(values) else values)
+    values = [float(v) * scale for v in values if v is not None]
+    mean, std = mean_std(values)
     if math.isnan(mean):
         return "-"
     if len(values) == 1:

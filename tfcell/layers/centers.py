@@ -80,9 +80,7 @@ class Centers(keras.layers.Layer):
                 f"`update_rule` must be one of {_UPDATE_RULES}, received {update_rule!r}."
             )
         if not 0.0 < float(alpha) <= 1.0:
-            raise ValueError(
-                f"`alpha` must be in (0, 1], received {alpha!r} (Wen et al. use 0.5)."
-            )
+            raise ValueError(f"`alpha` must be in (0, 1], received {alpha!r} (Wen et al. use 0.5).")
         self.num_centers = num_centers
         self.update_rule = update_rule
         self.alpha = float(alpha)

@@ -49,9 +49,7 @@ def class_balanced_weights(counts, beta):
             f"Received shape {counts.shape}. Pass e.g. `np.bincount(labels, minlength=C)`."
         )
     if not np.all(np.isfinite(counts)) or np.any(counts < 0):
-        raise ValueError(
-            f"`counts` must be finite and non-negative. Received {counts.tolist()}."
-        )
+        raise ValueError(f"`counts` must be finite and non-negative. Received {counts.tolist()}.")
     if not np.any(counts > 0):
         raise ValueError(
             "`counts` must contain at least one class with a positive count. "

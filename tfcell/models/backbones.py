@@ -114,7 +114,7 @@ def vgg19(input_shape=(224, 224, 3), weights=None, pooling="avg", name="vgg19"):
     return keras.Model(inputs, base(x), name=name)
 
 
-def alexnet(input_shape=(32, 32, 3), name="alexnet"):
+def alexnet(input_shape=(32, 32, 3), widths=(32, 32, 64), name="alexnet"):
     """The AlexNet variant of Janowczyk & Madabhushi (2016) for 32 x 32 IDC patches.
 
     Their IDC use case (Sec. "Invasive ductal carcinoma") runs the Caffe
@@ -129,6 +129,8 @@ def alexnet(input_shape=(32, 32, 3), name="alexnet"):
 
     Args:
         input_shape: patch shape; 32 x 32 x 3 in both papers.
+        widths: filters of the three convolutions (32, 32, 64 in the original);
+            smaller widths give a faster network for CPU runs.
         name: model name.
 
     Returns:
@@ -139,12 +141,12 @@ def alexnet(input_shape=(32, 32, 3), name="alexnet"):
     """
     inputs = keras.Input(input_shape, name="image")
     x = keras.layers.Rescaling(1.0 / 255.0)(inputs)
-    x = keras.layers.Conv2D(32, 5, padding="same", name="conv1")(x)
+    x = keras.layers.Conv2D(widths[0], 5, padding="same", name="conv1")(x)
     x = keras.layers.MaxPooling2D(3, 2, padding="same")(x)
     x = keras.layers.ReLU()(x)
-    x = keras.layers.Conv2D(32, 5, padding="same", activation="relu", name="conv2")(x)
+    x = keras.layers.Conv2D(widths[1], 5, padding="same", activation="relu", name="conv2")(x)
     x = keras.layers.AveragePooling2D(3, 2, padding="same")(x)
-    x = keras.layers.Conv2D(64, 5, padding="same", activation="relu", name="conv3")(x)
+    x = keras.layers.Conv2D(widths[2], 5, padding="same", activation="relu", name="conv3")(x)
     x = keras.layers.AveragePooling2D(3, 2, padding="same")(x)
     x = keras.layers.Flatten()(x)
     return keras.Model(inputs, x, name=name)

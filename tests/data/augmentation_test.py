@@ -1,0 +1,127 @@
+"""Augmentation: determinism under a seed inside tf.data, shapes, each op's effect, TTA."""
+
+import keras
+import numpy as np
+import pytest
+
+from tfcell.data import augmentation as aug
+from tfcell.data import pipeline, synthetic
+from tfcell.testing import test_case
+
+
+@pytest.fixture(scope="module")
+def tiles():
+    return synthetic.tissue_tiles(32, image_size=32, seed=0)
+
+
+def _run(frame, augment, size=32):
+    ds = pipeline.from_records(frame, size, batch_size=8, augment=augment, seed=1)
+    return np.concatenate([x.numpy() for x, _ in ds])
+
+
+@pytest.mark.parametrize(
+    "make,shape",
+    [
+        (lambda s: aug.heterogeneity_augmentation(crop_size=24, seed=s), (24, 24)),
+        (lambda s: aug.exclusive_ce_augmentation(seed=s), (32, 32)),
+        (lambda s: aug.aecfe_detector_augmentation(seed=s), (32, 32)),
+    ],
+    ids=["heterogeneity", "exclusive_ce", "aecfe_detector"],
+)
+def test_sets_deterministic_under_seed(tiles, make, shape):
+    plain = _run(tiles, None)
+    a, b, c = _run(tiles, make(7)), _run(tiles, make(7)), _run(tiles, make(8))
+    assert a.shape == (32, *shape, 3)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+    assert a.min() >= 0 and a.max() <= 255.001
+    if shape == (32, 32):
+        assert not np.array_equal(a, plain)
+
+
+def _batch():
+    rng = np.random.default_rng(0)
+    return rng.uniform(0, 255, (16, 8, 8, 3)).astype("float32")
+
+
+def test_rot90_and_transpose_are_exact():
+    x = _batch()
+    out = aug.RandomRot90(rate=1.0, seed=0)(x).numpy()
+    for i in range(len(x)):
+        assert any(np.array_equal(out[i], np.rot90(x[i], k)) for k in (1, 2, 3))
+    out = aug.RandomTranspose(rate=1.0, seed=0)(x).numpy()
+    np.testing.assert_array_equal(out, x.transpose(0, 2, 1, 3))
+    np.testing.assert_array_equal(aug.RandomTranspose(rate=0.0, seed=0)(x).numpy(), x)
+
+
+def test_rate_applies_to_about_half():
+    x = np.tile(_batch(), (16, 1, 1, 1))
+    out = aug.RandomTranspose(rate=0.5, seed=0)(x).numpy()
+    changed = np.mean([not np.array_equal(o, i) for o, i in zip(out, x)])
+    assert 0.3 < changed < 0.7
+
+
+def test_noise_blur_stain_colour_ops():
+    x = _batch()
+    noisy = aug.RandomGaussianNoise(5.0, rate=1.0, seed=0)(np.full_like(x, 128.0)).numpy()
+    assert abs(noisy.std() - 5.0) < 0.5
+    flat = np.full_like(x, 100.0)
+    np.testing.assert_allclose(
+        aug.RandomKernelBlur(rate=1.0, seed=0)(flat).numpy(), flat, atol=1e-3
+    )
+    assert aug.RandomKernelBlur(rate=1.0, seed=0)(x).numpy().std() < x.std()
+    stain = aug.RandomStainPerturbation(sigma1=0.0, sigma2=0.0, rate=1.0, seed=0)(x).numpy()
+    np.testing.assert_allclose(stain, x, atol=0.05)  # identity perturbation round-trips
+    assert not np.allclose(aug.RandomStainPerturbation(rate=1.0, seed=0)(x).numpy(), x)
+    contrast = aug.RandomLinearContrast((2.0, 2.0), seed=0)(np.full_like(x, 137.0)).numpy()
+    np.testing.assert_allclose(contrast, 147.0, atol=1e-4)  # 127 + 2 * (137 - 127)
+    warm = aug.RandomColorTemperature((3000, 3000), seed=0)(np.full_like(x, 200.0)).numpy()
+    assert warm[..., 0].mean() > warm[..., 2].mean()
+    edges = np.zeros((1, 8, 8, 3), "float32")
+    edges[:, :, 4:] = 255.0
+    smoothed = aug.RandomBilateralBlur(sigma_color_range=(10, 10), seed=0)(edges).numpy()
+    np.testing.assert_allclose(smoothed, edges, atol=1.0)  # an edge survives bilateral blur
+
+
+@pytest.mark.parametrize(
+    "layer",
+    [
+        aug.RandomRot90(rate=0.5, seed=1),
+        aug.RandomTranspose(seed=2),
+        aug.RandomGaussianNoise(stddev=3.0, seed=3),
+        aug.RandomKernelBlur((3, 5), seed=4),
+        aug.RandomStainPerturbation(0.1, 0.02, seed=5),
+        aug.RandomColorTemperature((5000, 6000)),
+        aug.RandomLinearContrast((0.9, 1.1)),
+        aug.RandomBilateralBlur(diameter=3),
+        aug.RandomApply(keras.layers.RandomFlip("horizontal"), rate=0.3, seed=6),
+    ],
+    ids=lambda layer: type(layer).__name__,
+)
+def test_serialization(layer):
+    test_case.TestCase("run_serialization_test").run_serialization_test(layer)
+
+
+def test_training_false_is_identity():
+    x = _batch()
+    np.testing.assert_array_equal(aug.RandomRot90(rate=1.0)(x, training=False), x)
+
+
+def test_five_crop_shapes_and_corners():
+    x = np.arange(2 * 10 * 12 * 3, dtype="float32").reshape(2, 10, 12, 3)
+    crops = keras.ops.convert_to_numpy(aug.five_crop(x, 6))
+    assert crops.shape == (2, 5, 6, 6, 3)
+    np.testing.assert_array_equal(crops[:, 0], x[:, :6, :6])
+    np.testing.assert_array_equal(crops[:, 3], x[:, 4:, 6:])
+    np.testing.assert_array_equal(crops[:, 4], x[:, 2:8, 3:9])
+    with pytest.raises(ValueError, match="exceeds"):
+        aug.five_crop(x, 11)
+
+
+def test_five_crop_predict_averages():
+    x = np.random.default_rng(0).uniform(0, 1, (3, 10, 10, 3)).astype("float32")
+    model = keras.Sequential([keras.Input((6, 6, 3)), keras.layers.GlobalAveragePooling2D()])
+    out = aug.five_crop_predict(model, x, 6)
+    crops = keras.ops.convert_to_numpy(aug.five_crop(x, 6))
+    np.testing.assert_allclose(out, crops.mean(axis=(2, 3)).mean(axis=1), atol=1e-5)
+    assert out.shape == (3, 3)

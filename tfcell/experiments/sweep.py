@@ -1,0 +1,91 @@
+"""Keras Tuner sweep over the CFAL paper's search space (Table III).
+
+    beta     all class-balanced losses   0.9, 0.99, 0.999, 0.9999, 0.99999
+    margin   CFAL (lambda)               0.1 ... 0.9 (steps of 0.1)
+    sigma    CFAL                        80 ... 430 (steps of 50)
+    gamma    CFAL                        0.5, 1.0, 2.0, 5.0
+    scale    ArcFace/CosFace/SphereFace  1, 5, 10, 15, 20, 30, 64
+    margin   ArcFace/CosFace/SphereFace  0.1, 0.35, 0.5, 0.7, 0.9
+
+The space itself lives in the config (`config.sweep.space`); one tuner per
+method, objective: macro-F1 on the validation split (the paper's main metric
+for imbalanced data). The best trial of each method is written to
+`<workdir>/sweep/best_hparams.json` and appended to `results.jsonl`.
+"""
+
+import os
+
+from tfcell.evaluation import report
+from tfcell.experiments import runner
+
+__all__ = ["run_sweep"]
+
+
+def _choose(hp, name, values):
+    values = list(values)
+    if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        return hp.Choice(name, values)
+    return hp.Choice(name, [float(v) for v in values])
+
+
+def run_sweep(config, workdir, settings_fn):
+    """Tunes each method of `config.sweep.methods` on the first setting; returns
+    `{method: best hyperparameters}`."""
+    import keras_tuner
+
+    setting = settings_fn(config, 0)[0]
+    strategy = runner.get_strategy()
+    writer = report.ResultsWriter(workdir)
+    best = {}
+    for name in config.sweep.methods:
+        defaults = dict(config.loss[name])
+        space = {k: v for k, v in dict(config.sweep.space[name]).items()}
+
+        class Tuner(keras_tuner.RandomSearch):
+            def run_trial(self, trial, *args, **kwargs):
+                hp = dict(defaults)
+                for key, values in space.items():
+                    hp[key] = _choose(trial.hyperparameters, key, values)
+                _, record, _ = runner.train_method(
+                    name, _as_validation(setting), config, config.seed, strategy, verbose=0, hp=hp
+                )
+                return {"val_f1": record["f1"]}
+
+        tuner_cls = Tuner
+        if config.sweep.tuner == "bayesian":
+            tuner_cls = type("Tuner", (keras_tuner.BayesianOptimization,), {"run_trial": Tuner.run_trial})
+        tuner = tuner_cls(
+            hypermodel=None,
+            objective=keras_tuner.Objective("val_f1", "max"),
+            max_trials=config.sweep.max_trials,
+            seed=config.seed,
+            directory=os.path.join(workdir, "sweep"),
+            project_name=name,
+            overwrite=True,
+        )
+        tuner.search()
+        trial = tuner.oracle.get_best_trials(1)[0]
+        hp = {**defaults, **trial.hyperparameters.values}
+        best[name] = hp
+        writer.write(
+            {
+                "setting": setting.name,
+                "method": name,
+                "kind": "sweep",
+                "hparams": hp,
+                "val_f1": float(trial.score),
+                "trials": len(tuner.oracle.trials),
+            }
+        )
+        print(f"sweep {name}: best val macro-F1 {trial.score:.3f} with {hp}", flush=True)
+    runner.write_json(os.path.join(workdir, "sweep", "best_hparams.json"), best)
+    return best
+
+
+def _as_validation(setting):
+    """The setting with its validation split as the test split, so that the
+    tuner never sees the test images (early stopping still uses validation)."""
+    import dataclasses
+
+    return dataclasses.replace(setting, test=setting.val)
+
