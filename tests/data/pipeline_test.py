@@ -148,6 +148,7 @@ def test_pbc_native_sample(shared_data):
     table = records.make_records(rows, names)
     assert len(table) == 400
     ds = pipeline.from_records(table, 224, batch_size=50, output="dict", validate="decode")
-    seen = np.concatenate([b["label"].numpy() for b in ds])
+    batches = list(ds)
+    seen = np.concatenate([b["label"].numpy() for b in batches])
     assert np.bincount(seen).tolist() == [50] * 8
-    assert b["image"].shape[1:] == (224, 224, 3)
+    assert batches[0]["image"].shape[1:] == (224, 224, 3)
