@@ -1,0 +1,115 @@
+"""Input-pipeline throughput: decode + resize to 224 + train-time augmentation.
+
+Measures images/s on the native-size PBC JPEGs (../shared/data/pbc_native_sample,
+400 images at ~360x363, repeated) side by side in one run for
+
+  (a) tfcell.data.from_records (tf.io decode in parallel, batched augmentation),
+  (b) keras.utils.image_dataset_from_directory with the same augmentation layers,
+  (c) a plain Python generator: PIL load + resize + per-image augmentation
+      (flips, rotation, brightness, contrast), as the CFAL authors feed Keras.
+
+Run: python benchmarks/input_pipeline.py [--repeats 3] [--batch_size 32]
+"""
+
+import argparse
+import pathlib
+import time
+
+import keras
+import numpy as np
+from PIL import Image, ImageEnhance
+
+from tfcell.data import paths, pipeline, records
+
+SIZE = 224
+
+
+def augmentation(seed=0):
+    """The same train-time set for (a) and (b): flips, rotation, brightness, contrast."""
+    return keras.layers.Pipeline(
+        [
+            keras.layers.RandomFlip("horizontal", seed=seed),
+            keras.layers.RandomFlip("vertical", seed=seed + 1),
+            keras.layers.RandomRotation(0.5, fill_mode="reflect", seed=seed + 2),
+            keras.layers.RandomBrightness(0.1, value_range=(0, 255), seed=seed + 3),
+            keras.layers.RandomContrast(0.2, value_range=(0, 255), seed=seed + 4),
+        ]
+    )
+
+
+def table(root):
+    names = sorted(p.name for p in root.iterdir() if p.is_dir())
+    rows = [
+        {"path": str(f), "label": names.index(f.parent.name), "class_name": f.parent.name,
+         "domain": "pbc", "subject": ""}
+        for f in sorted(root.glob("*/*.jpg"))
+    ]  # fmt: skip
+    return records.make_records(rows, names)
+
+
+def timed(batches, repeats):
+    """images/s over `repeats` passes, after one warm-up batch."""
+    iterator = iter(batches())
+    next(iterator)
+    count, start = 0, time.perf_counter()
+    for r in range(repeats):
+        for images, _ in iterator if r == 0 else batches():
+            count += int(images.shape[0])
+    return count / (time.perf_counter() - start)
+
+
+def pil_generator(frame, batch_size, seed=0):
+    rng = np.random.default_rng(seed)
+    files = frame["path"].to_numpy()
+    labels = frame["label"].to_numpy()
+    order = rng.permutation(len(files))
+    for start in range(0, len(order), batch_size):
+        images = []
+        for i in order[start : start + batch_size]:
+            image = Image.open(files[i]).convert("RGB").resize((SIZE, SIZE), Image.BILINEAR)
+            if rng.random() < 0.5:
+                image = image.transpose(Image.FLIP_LEFT_RIGHT)
+            if rng.random() < 0.5:
+                image = image.transpose(Image.FLIP_TOP_BOTTOM)
+            image = image.rotate(rng.uniform(-180, 180), resample=Image.BILINEAR)
+            image = ImageEnhance.Brightness(image).enhance(rng.uniform(0.9, 1.1))
+            image = ImageEnhance.Contrast(image).enhance(rng.uniform(0.8, 1.2))
+            images.append(np.asarray(image, "float32"))
+        yield np.stack(images), labels[order[start : start + batch_size]]
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--batch_size", type=int, default=32)
+    args = parser.parse_args()
+    root = paths.shared_data_root()
+    if root is None:
+        raise SystemExit("../shared/data is absent; set TFCELL_SHARED_DATA.")
+    root = pathlib.Path(root) / "pbc_native_sample"
+    frame = table(root)
+    bs = args.batch_size
+
+    tfcell_ds = pipeline.from_records(frame, SIZE, batch_size=bs, augment=augmentation())
+    keras_aug = augmentation()
+    keras_ds = keras.utils.image_dataset_from_directory(
+        root, image_size=(SIZE, SIZE), batch_size=bs, seed=0, verbose=False
+    ).map(lambda x, y: (keras_aug(x), y))
+    keras_ds = keras_ds.prefetch(-1)
+
+    results = {
+        "(a) tfcell from_records": timed(lambda: tfcell_ds, args.repeats),
+        "(b) keras image_dataset_from_directory": timed(lambda: keras_ds, args.repeats),
+        "(c) Python generator (PIL)": timed(lambda: pil_generator(frame, bs), args.repeats),
+    }
+    a, b, c = results.values()
+    print(f"{len(frame)} PBC JPEGs x {args.repeats} passes, batch {bs}, -> {SIZE}x{SIZE}, "
+          f"flips+rotation+brightness+contrast")  # fmt: skip
+    print(f"{'pipeline':42s} {'images/s':>9s}")
+    for name, rate in results.items():
+        print(f"{name:42s} {rate:9.1f}")
+    print(f"ratio a/c = {a / c:.2f}   ratio a/b = {a / b:.2f}")
+
+
+if __name__ == "__main__":
+    main()
