@@ -3,7 +3,9 @@
 Measures images/s on the native-size PBC JPEGs (../shared/data/pbc_native_sample,
 400 images at ~360x363, repeated) side by side in one run for
 
-  (a) tfcell.data.from_records (tf.io decode in parallel, batched augmentation),
+  (a) tfcell.data.from_records (tf.io decode in parallel) with
+      `PerImageAugmentation` (stateless per-image ops inside the parallel map),
+  (a') the same pipeline with the batched Keras layers of (b),
   (b) keras.utils.image_dataset_from_directory with the same augmentation layers,
   (c) a plain Python generator: PIL load + resize + per-image augmentation
       (flips, rotation, brightness, contrast), as the CFAL authors feed Keras.
@@ -19,12 +21,12 @@ import keras
 import numpy as np
 from PIL import Image, ImageEnhance
 
-from tfcell.data import paths, pipeline, records
+from tfcell.data import augmentation, paths, pipeline, records
 
 SIZE = 224
 
 
-def augmentation(seed=0):
+def keras_layers(seed=0):
     """The same train-time set for (a) and (b): flips, rotation, brightness, contrast."""
     return keras.layers.Pipeline(
         [
@@ -90,25 +92,28 @@ def main():
     frame = table(root)
     bs = args.batch_size
 
-    tfcell_ds = pipeline.from_records(frame, SIZE, batch_size=bs, augment=augmentation())
-    keras_aug = augmentation()
+    fast = augmentation.PerImageAugmentation(rotation=180.0, brightness=0.1, contrast=0.2)
+    tfcell_ds = pipeline.from_records(frame, SIZE, batch_size=bs, augment=fast)
+    tfcell_keras_ds = pipeline.from_records(frame, SIZE, batch_size=bs, augment=keras_layers())
+    keras_aug = keras_layers()
     keras_ds = keras.utils.image_dataset_from_directory(
         root, image_size=(SIZE, SIZE), batch_size=bs, seed=0, verbose=False
     ).map(lambda x, y: (keras_aug(x), y))
     keras_ds = keras_ds.prefetch(-1)
 
     results = {
-        "(a) tfcell from_records": timed(lambda: tfcell_ds, args.repeats),
+        "(a) tfcell from_records, PerImageAugmentation": timed(lambda: tfcell_ds, args.repeats),
+        "(a') tfcell from_records, Keras layers": timed(lambda: tfcell_keras_ds, args.repeats),
         "(b) keras image_dataset_from_directory": timed(lambda: keras_ds, args.repeats),
         "(c) Python generator (PIL)": timed(lambda: pil_generator(frame, bs), args.repeats),
     }
-    a, b, c = results.values()
+    a, a2, b, c = results.values()
     print(f"{len(frame)} PBC JPEGs x {args.repeats} passes, batch {bs}, -> {SIZE}x{SIZE}, "
           f"flips+rotation+brightness+contrast")  # fmt: skip
-    print(f"{'pipeline':42s} {'images/s':>9s}")
+    print(f"| {'pipeline':48s} | {'images/s':>9s} |")
     for name, rate in results.items():
-        print(f"{name:42s} {rate:9.1f}")
-    print(f"ratio a/c = {a / c:.2f}   ratio a/b = {a / b:.2f}")
+        print(f"| {name:48s} | {rate:9.1f} |")
+    print(f"ratio a/c = {a / c:.2f}   a/b = {a / b:.2f}   a'/b = {a2 / b:.2f}")
 
 
 if __name__ == "__main__":

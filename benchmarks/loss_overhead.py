@@ -75,7 +75,7 @@ def heads(num_classes, class_weights):
         ),
         (
             "cb_sphereface",
-            lambda: H.CosineHead(num_classes, return_norms=True),
+            lambda: H.CosineHead(num_classes),
             L.SphereFaceLoss(margin=0.35, scale=20.0, class_weights=class_weights),
         ),
     ]

@@ -99,7 +99,9 @@ def get_config(arg=None):
     config.variant = variant
     config.dataset = "idc"
     config.seed = 0
-    config.num_repeats = 3  # Paired t-tests (Sec. V-A) need repeats; the paper does not say how many.
+    config.num_repeats = (
+        3  # Paired t-tests (Sec. V-A) need repeats; the paper does not say how many.
+    )
     config.save_model_repeats = 1  # Save <setting>/<method>/model.keras for the first repeat.
 
     config.data = ml_collections.ConfigDict()
@@ -122,7 +124,14 @@ def get_config(arg=None):
     config.model.widths = (32, 32, 64)  # Janowczyk & Madabhushi's AlexNet variant.
     config.model.weights = ""
 
-    config.methods = ("ce", "cb_sphereface", "cfal", "cb_arcface", "cb_cosface", "cb_focal")  # Table IV
+    config.methods = (
+        "ce",
+        "cb_sphereface",
+        "cfal",
+        "cb_arcface",
+        "cb_cosface",
+        "cb_focal",
+    )  # Table IV
     config.ablation = ("affinity", "cb_affinity")  # Table XI (CFAL shared with the comparison).
     config.loss = ml_collections.ConfigDict(LOSS)
 
@@ -155,9 +164,9 @@ def get_config(arg=None):
 
     if variant in ("cpu", "sweep"):
         # About 30 min on 2 cores: 2 splits x 3 repeats x 8 losses = 48 networks,
-        # so about 35 s each: a half-width AlexNet and at most 10 epochs.
+        # so about 35 s each: a half-width AlexNet and at most 8 epochs.
         config.model.widths = (16, 16, 32)
-        config.training.epochs = 10
+        config.training.epochs = 8
         config.training.batch_size = 64
         config.training.verbose = 2  # One line per epoch.
         config.training.tensorboard = False

@@ -37,8 +37,10 @@ import tfcell  # noqa: E402, F401  (registers the losses and layers)
 from tfcell.experiments import data, runner, sweep  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", os.path.join(os.path.dirname(__file__), "..", "configs", "cfal_crc.py"),
-    "Config file (variants: paper, cpu, smoke, sweep, cct).", lock_config=True,
+    "config",
+    os.path.join(os.path.dirname(__file__), "..", "configs", "cfal_crc.py"),
+    "Config file (variants: paper, cpu, smoke, sweep, cct).",
+    lock_config=True,
 )
 _WORKDIR = flags.DEFINE_string("workdir", "workdirs/cfal_crc", "Output folder.")
 

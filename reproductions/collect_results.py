@@ -56,7 +56,9 @@ def collect(workdirs):
             if r["setting"] not in settings:
                 settings.append(r["setting"])
         for setting in settings:
-            table = paper["long_tailed_table"] if setting == "long_tailed" else paper["results_table"]
+            table = (
+                paper["long_tailed_table"] if setting == "long_tailed" else paper["results_table"]
+            )
             parts.append(
                 f"Setting `{setting}` (paper: {table}):\n\n"
                 + cfal_report.comparison_table(records, paper, setting)
@@ -74,7 +76,9 @@ def update_docs(path, text):
     with open(path) as f:
         docs = f.read()
     if START not in docs or END not in docs:
-        raise ValueError(f"{path} lacks the markers {START} ... {END}; add them where the table goes.")
+        raise ValueError(
+            f"{path} lacks the markers {START} ... {END}; add them where the table goes."
+        )
     head, rest = docs.split(START, 1)
     _, tail = rest.split(END, 1)
     with open(path, "w") as f:

@@ -125,3 +125,34 @@ def test_five_crop_predict_averages():
     crops = keras.ops.convert_to_numpy(aug.five_crop(x, 6))
     np.testing.assert_allclose(out, crops.mean(axis=(2, 3)).mean(axis=1), atol=1e-5)
     assert out.shape == (3, 3)
+
+
+def test_per_image_augmentation_parallel_and_deterministic(tmp_path):
+    from PIL import Image
+
+    from tfcell.data import records
+
+    frame = synthetic.white_cells(24, image_size=32, seed=0)
+    rows = []
+    for i, (image, row) in enumerate(zip(frame["image"], frame.itertuples())):
+        Image.fromarray(image).save(tmp_path / f"{i}.png")
+        rows.append(
+            {
+                "path": str(tmp_path / f"{i}.png"),
+                "label": row.label,
+                "class_name": row.class_name,
+                "domain": row.domain,
+                "subject": row.subject,
+            }
+        )
+    table = records.make_records(rows, frame.attrs["class_names"])
+
+    def run(seed):
+        ds = pipeline.from_records(
+            table, 32, batch_size=8, augment=aug.PerImageAugmentation(), seed=seed
+        )
+        return np.concatenate([x.numpy() for x, _ in ds])
+
+    a, b, c = run(1), run(1), run(2)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c) and a.shape == (24, 32, 32, 3)

@@ -107,7 +107,9 @@ def test_white_cells_are_learnable():
             keras.layers.Dense(5, activation="softmax"),
         ]
     )
-    model.compile(keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy", ["accuracy"])
+    model.compile(
+        keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy", metrics=["accuracy"]
+    )
     model.fit(train["images"], train["label"], epochs=8, batch_size=64, verbose=0)
     accuracy = model.evaluate(test["images"], test["label"], verbose=0)[1]
     # Chance is 0.2; about 0.9 measured. Held-out seed, same hospitals.

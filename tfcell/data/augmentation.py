@@ -45,6 +45,7 @@ __all__ = [
     "aecfe_detector_augmentation",
     "five_crop",
     "five_crop_predict",
+    "PerImageAugmentation",
 ]
 
 
@@ -457,3 +458,67 @@ def five_crop_predict(model, images, crop_size, batch_size=32):
     crops = ops.convert_to_numpy(five_crop(images, crop_size))
     outputs = [model.predict(crops[:, k], batch_size=batch_size, verbose=0) for k in range(5)]
     return np.mean(np.stack(outputs, axis=0), axis=0)
+
+
+class PerImageAugmentation:
+    """Fast per-image augmentation from stateless `tf.image` ops, for the
+    parallel decode map of `tfcell.data.from_records` (`augment=` this object).
+
+    Each image gets its own seed (drawn in order from `tf.data.Dataset.random`),
+    so the decode map stays parallel (the batched Keras layers run in one
+    sequential map to keep their seed streams ordered) and a seed still gives
+    identical outputs run after run. Takes one float or uint8 image in [0, 255].
+    Operations: left-right and up-down flips (p=0.5 each), rotation by an angle
+    in [-rotation, rotation] degrees (reflect fill), brightness (+-brightness of
+    255), contrast (factor in [1 - contrast, 1 + contrast]), hue and saturation.
+    """
+
+    per_image = True
+
+    def __init__(
+        self, flips=True, rotation=180.0, brightness=0.1, contrast=0.2, hue=0.0, saturation=0.0
+    ):
+        self.flips = flips
+        self.rotation = rotation
+        self.brightness = brightness
+        self.contrast = contrast
+        self.hue = hue
+        self.saturation = saturation
+
+    def __call__(self, image, seed):
+        import tensorflow as tf
+
+        seeds = tf.random.experimental.stateless_split(seed, 8)
+        if self.flips:
+            image = tf.image.stateless_random_flip_left_right(image, seeds[0])
+            image = tf.image.stateless_random_flip_up_down(image, seeds[1])
+        if self.rotation:
+            angle = (
+                tf.random.stateless_uniform([], seeds[2], -1.0, 1.0) * self.rotation * np.pi / 180
+            )
+            shape = tf.cast(tf.shape(image)[:2], tf.float32)
+            cos, sin = tf.cos(angle), tf.sin(angle)
+            cy, cx = (shape[0] - 1) / 2, (shape[1] - 1) / 2
+            # Output -> input pixel map: rotate about the centre.
+            transform = tf.stack(
+                [cos, -sin, cx - cos * cx + sin * cy, sin, cos, cy - sin * cx - cos * cy, 0.0, 0.0]
+            )
+            image = tf.raw_ops.ImageProjectiveTransformV3(
+                images=image[None], transforms=transform[None], output_shape=tf.shape(image)[:2],
+                fill_value=0.0, interpolation="BILINEAR", fill_mode="REFLECT",
+            )[0]  # fmt: skip
+        image = tf.cast(image, tf.float32)
+        if self.brightness:
+            delta = self.brightness * 255.0
+            image = image + tf.random.stateless_uniform([], seeds[3], -delta, delta)
+        if self.contrast:
+            image = tf.image.stateless_random_contrast(
+                image, 1 - self.contrast, 1 + self.contrast, seeds[4]
+            )
+        if self.hue:
+            image = tf.image.stateless_random_hue(image / 255.0, self.hue, seeds[5]) * 255.0
+        if self.saturation:
+            image = tf.image.stateless_random_saturation(
+                image, 1 - self.saturation, 1 + self.saturation, seeds[6]
+            )
+        return tf.clip_by_value(image, 0.0, 255.0)

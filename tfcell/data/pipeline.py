@@ -285,28 +285,42 @@ def from_records(
     if size is None:
         raise ValueError("from_records needs an image_size to batch images of different sizes.")
 
-    def load(path, py, label, domain, subject):
+    per_image = getattr(augment, "per_image", False)
+
+    def load(path, py, label, domain, subject, seed=None):
         image = _fit_size(_decode(path, py, any_python), size, pad_small, pad_value)
+        if seed is not None:
+            image = augment(image, seed)
         return {"image": image, "label": label, "domain": domain, "subject": subject}
+
+    def with_seeds(dataset):
+        # One seed per image, drawn in order, so the parallel map stays deterministic.
+        if not per_image:
+            return dataset
+        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+        return tf.data.Dataset.zip(dataset, seeds).map(lambda t, s: (*t, s))
 
     if index_batches is not None:
         # Balanced sampling: gather rows per index, decode each, keep the batch.
         tensors = [tf.constant(t) for t in table]
         dataset = index_batches.map(lambda idx: tuple(tf.gather(t, idx) for t in tensors))
-        dataset = dataset.unbatch().map(load, num_parallel_calls=num_parallel_calls)
+        dataset = with_seeds(dataset.unbatch()).map(load, num_parallel_calls=num_parallel_calls)
         dataset = dataset.batch(index_batches.element_spec.shape[0] or batch_size)
         dataset = _to_output(dataset, output)
     else:
         dataset = tf.data.Dataset.from_tensor_slices(table)
         if shuffle and not cache:
             dataset = dataset.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
-        dataset = dataset.map(load, num_parallel_calls=num_parallel_calls)
+        if cache and per_image:
+            raise ValueError("cache would freeze a per-image augmentation; cache without augment.")
+        dataset = with_seeds(dataset).map(load, num_parallel_calls=num_parallel_calls)
         if cache:
             dataset = dataset.cache("" if cache is True else str(cache))
             if shuffle:
                 dataset = dataset.shuffle(min(len(paths), 10_000), seed=seed)
         dataset = _to_output(dataset, output)
-    dataset = _finish(dataset, batch_size, augment, output, drop_remainder, index_batches)
+    batched_augment = None if per_image else augment
+    dataset = _finish(dataset, batch_size, batched_augment, output, drop_remainder, index_batches)
     dataset.id_maps = maps
     return dataset
 

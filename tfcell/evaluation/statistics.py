@@ -23,7 +23,7 @@ def mean_std(values):
 
 
 def format_mean_std(values, digits=3, scale=1.0):
-    """"0.830 +- 0.012" (or "0.830" for one value, "-" for none)."""
+    """ "0.830 +- 0.012" (or "0.830" for one value, "-" for none)."""
     values = [float(v) * scale for v in values if v is not None]
     mean, std = mean_std(values)
     if math.isnan(mean):

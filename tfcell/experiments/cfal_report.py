@@ -57,7 +57,13 @@ def comparison_table(records, paper, setting):
         mine = sorted((r for r in rows if r["method"] == method), key=lambda r: r["repeat"])
         cells = [mine[0].get("title", method)]
         for m in METRICS:
-            cells.append(statistics.format_mean_std([r[m] for r in mine], 1 if m == "accuracy" else 3, 100.0 if m == "accuracy" else 1.0))
+            cells.append(
+                statistics.format_mean_std(
+                    [r[m] for r in mine],
+                    1 if m == "accuracy" else 3,
+                    100.0 if m == "accuracy" else 1.0,
+                )
+            )
         p = _paper_row(paper, setting, method)
         cells.append(" / ".join([_fmt(p[0], 2), _fmt(p[1], 2), _fmt(p[2], 2), _fmt(p[3], 1)]))
         paired = [r for r in mine if r["repeat"] in baseline]
@@ -198,7 +204,9 @@ def write_report(workdir, config, elapsed=None, hardware=""):
             if r["repeat"] == repeats[0] and r["method"] in ("ce", "cfal", "ensemble_vote"):
                 name = f"confusion_{setting}_{r['method']}.png"
                 plots.plot_confusion_matrix(
-                    r["confusion"], r["class_names"], os.path.join(figures, name),
+                    r["confusion"],
+                    r["class_names"],
+                    os.path.join(figures, name),
                     title=f"{setting}: {r.get('title', r['method'])}",
                 )
                 lines.append(f"![{r['method']}](figures/{name})")

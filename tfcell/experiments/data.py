@@ -9,7 +9,6 @@ tested on 7K) and "long_tailed" (Fig. 7).
 
 import dataclasses
 import logging
-import os
 
 import numpy as np
 import tensorflow as tf
@@ -20,7 +19,11 @@ __all__ = [
     "Split",
     "apply_synthetic_scale",
     "uses_synthetic",
-    "crc_settings", "idc_settings", "make_dataset", "print_banner"]
+    "crc_settings",
+    "idc_settings",
+    "make_dataset",
+    "print_banner",
+]
 
 logger = logging.getLogger("tfcell.experiments")
 
@@ -40,6 +43,7 @@ class Split:
     y: np.ndarray
     x: np.ndarray = None
     records: object = None
+    subjects: np.ndarray = None  # Patient ids where the data has them.
 
     def __len__(self):
         return len(self.y)
@@ -112,8 +116,8 @@ def _split_stratified(indices, labels, fraction, seed):
     return np.sort(rest), np.sort(held)
 
 
-def _take(x, y, idx):
-    return Split(y=y[idx], x=x[idx])
+def _take(x, y, idx, subjects=None):
+    return Split(y=y[idx], x=x[idx], subjects=None if subjects is None else subjects[idx])
 
 
 # --------------------------------------------------------------------------- IDC
@@ -173,9 +177,9 @@ def idc_settings(config, repeat):
         settings.append(
             Setting(
                 split,
-                _take(x, y, train),
-                _take(x, y, val),
-                _take(x, y, test),
+                _take(x, y, train, subjects),
+                _take(x, y, val, subjects),
+                _take(x, y, test, subjects),
                 ("IDC negative", "IDC positive"),
                 synthetic,
                 f"{description}; {split}-level split",
@@ -225,13 +229,23 @@ def crc_settings(config, repeat):
         )
         for name in config.data.splits:
             if name == "long_tailed":
-                full = kather.read_kather(kather._dataset_folder(config.data.root, kather.KATHER_TRAIN_FOLDER))
+                full = kather.read_kather(
+                    kather._dataset_folder(config.data.root, kather.KATHER_TRAIN_FOLDER)
+                )
                 skewed = kather.long_tailed(full, seed=seed)
                 train, val = model_selection.train_test_split(
-                    skewed, test_size=config.data.val_fraction, stratify=skewed["label"], random_state=seed
+                    skewed,
+                    test_size=config.data.val_fraction,
+                    stratify=skewed["label"],
+                    random_state=seed,
                 )
-            parts = [_record_split(_cap(t, config.data.max_images, seed), config) for t in (train, val, test)]
-            settings.append(Setting(name, *parts, names, False, f"Kather CRC from {config.data.root}; {name}"))
+            parts = [
+                _record_split(_cap(t, config.data.max_images, seed), config)
+                for t in (train, val, test)
+            ]
+            settings.append(
+                Setting(name, *parts, names, False, f"Kather CRC from {config.data.root}; {name}")
+            )
         return settings
     # Synthetic stand-in: 9 CRC-like classes, test set drawn with another seed.
     test_x, test_y = _crc_synthetic(config, config.seed + 10_000)

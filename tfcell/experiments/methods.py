@@ -70,12 +70,16 @@ METHODS = {
     "cb_arcface": Method(
         "Class-balanced ArcFace",
         "cosine",
-        lambda hp, w: _losses().ArcFaceLoss(margin=hp["margin"], scale=hp["scale"], class_weights=w),
+        lambda hp, w: _losses().ArcFaceLoss(
+            margin=hp["margin"], scale=hp["scale"], class_weights=w
+        ),
     ),
     "cb_cosface": Method(
         "Class-balanced CosFace",
         "cosine",
-        lambda hp, w: _losses().CosFaceLoss(margin=hp["margin"], scale=hp["scale"], class_weights=w),
+        lambda hp, w: _losses().CosFaceLoss(
+            margin=hp["margin"], scale=hp["scale"], class_weights=w
+        ),
     ),
     "cb_focal": Method(
         "Class-balanced focal loss",

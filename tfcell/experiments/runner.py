@@ -61,7 +61,9 @@ def _optimizer(config):
     if opt.name == "adam":
         return keras.optimizers.Adam(learning_rate=opt.learning_rate)
     if opt.name == "sgd":
-        return keras.optimizers.SGD(learning_rate=opt.learning_rate, momentum=opt.get("momentum", 0.9))
+        return keras.optimizers.SGD(
+            learning_rate=opt.learning_rate, momentum=opt.get("momentum", 0.9)
+        )
     raise ValueError(f"config.optimizer.name must be 'adam' or 'sgd'; received {opt.name!r}.")
 
 
@@ -104,6 +106,7 @@ def train_method(name, setting, config, seed, strategy, workdir=None, hp=None, v
         epochs=train_cfg.epochs,
         steps_per_epoch=train_cfg.get("steps_per_epoch") or None,
         callbacks=callbacks,
+        shuffle=False,  # The dataset shuffles itself.
         verbose=train_cfg.verbose if verbose is None else verbose,
     )
     train_time = time.perf_counter() - start
@@ -158,7 +161,9 @@ def run(config, workdir, settings_fn):
         f.write(config.to_json_best_effort(indent=2, sort_keys=True))
     writer = report.ResultsWriter(workdir)
     strategy = get_strategy()
-    logger.info("strategy %s with %d replica(s)", type(strategy).__name__, strategy.num_replicas_in_sync)
+    logger.info(
+        "strategy %s with %d replica(s)", type(strategy).__name__, strategy.num_replicas_in_sync
+    )
     start = time.perf_counter()
     announced = False
     for repeat in range(config.num_repeats):

@@ -31,38 +31,13 @@ def _choose(hp, name, values):
 def run_sweep(config, workdir, settings_fn):
     """Tunes each method of `config.sweep.methods` on the first setting; returns
     `{method: best hyperparameters}`."""
-    import keras_tuner
-
     setting = settings_fn(config, 0)[0]
     strategy = runner.get_strategy()
     writer = report.ResultsWriter(workdir)
     best = {}
     for name in config.sweep.methods:
         defaults = dict(config.loss[name])
-        space = {k: v for k, v in dict(config.sweep.space[name]).items()}
-
-        class Tuner(keras_tuner.RandomSearch):
-            def run_trial(self, trial, *args, **kwargs):
-                hp = dict(defaults)
-                for key, values in space.items():
-                    hp[key] = _choose(trial.hyperparameters, key, values)
-                _, record, _ = runner.train_method(
-                    name, _as_validation(setting), config, config.seed, strategy, verbose=0, hp=hp
-                )
-                return {"val_f1": record["f1"]}
-
-        tuner_cls = Tuner
-        if config.sweep.tuner == "bayesian":
-            tuner_cls = type("Tuner", (keras_tuner.BayesianOptimization,), {"run_trial": Tuner.run_trial})
-        tuner = tuner_cls(
-            hypermodel=None,
-            objective=keras_tuner.Objective("val_f1", "max"),
-            max_trials=config.sweep.max_trials,
-            seed=config.seed,
-            directory=os.path.join(workdir, "sweep"),
-            project_name=name,
-            overwrite=True,
-        )
+        tuner = _make_tuner(config, name, setting, strategy, workdir)
         tuner.search()
         trial = tuner.oracle.get_best_trials(1)[0]
         hp = {**defaults, **trial.hyperparameters.values}
@@ -82,10 +57,43 @@ def run_sweep(config, workdir, settings_fn):
     return best
 
 
+def _make_tuner(config, name, setting, strategy, workdir):
+    """A Keras Tuner whose trial trains `name` with the trial's hyperparameters
+    (over the defaults of `config.loss[name]`) and reports validation macro-F1."""
+    import keras_tuner
+
+    defaults = dict(config.loss[name])
+    space = dict(config.sweep.space[name])
+    validation = _as_validation(setting)
+
+    def run_trial(self, trial, *args, **kwargs):
+        hp = dict(defaults)
+        for key, values in space.items():
+            hp[key] = _choose(trial.hyperparameters, key, values)
+        _, record, _ = runner.train_method(
+            name, validation, config, config.seed, strategy, hp=hp, verbose=0
+        )
+        return {"val_f1": record["f1"]}
+
+    base = {
+        "random": keras_tuner.RandomSearch,
+        "bayesian": keras_tuner.BayesianOptimization,
+    }[config.sweep.tuner]
+    tuner_cls = type(f"{base.__name__}CFAL", (base,), {"run_trial": run_trial})
+    return tuner_cls(
+        hypermodel=None,
+        objective=keras_tuner.Objective("val_f1", "max"),
+        max_trials=config.sweep.max_trials,
+        seed=config.seed,
+        directory=os.path.join(workdir, "sweep"),
+        project_name=name,
+        overwrite=True,
+    )
+
+
 def _as_validation(setting):
     """The setting with its validation split as the test split, so that the
     tuner never sees the test images (early stopping still uses validation)."""
     import dataclasses
 
     return dataclasses.replace(setting, test=setting.val)
-

@@ -106,10 +106,6 @@ def _max_margin(ids, d, margin):
     return ops.sum(hinge * (1.0 - onehot), axis=-1), d_true
 
 
-def _common_config(loss):
-    return {"reduction": loss.reduction, "name": loss.name, "dtype": loss._dtype_arg}
-
-
 @keras.saving.register_keras_serializable(package="tfcell")
 class AffinityLoss(keras.losses.Loss):
     """Max-margin affinity loss of Hayat et al. (vanilla or class-balanced).
@@ -171,7 +167,11 @@ class AffinityLoss(keras.losses.Loss):
         return weights * _max_margin(ids, y_pred, self.margin)[0]
 
     def get_config(self):
-        return {"margin": self.margin, "class_weights": self.class_weights, **_common_config(self)}
+        return {
+            "margin": self.margin,
+            "class_weights": self.class_weights,
+            **class_balanced._loss_config(self),
+        }
 
 
 @keras.saving.register_keras_serializable(package="tfcell")
@@ -265,5 +265,5 @@ class CFALoss(keras.losses.Loss):
             "margin": self.margin,
             "gamma": self.gamma,
             "class_weights": self.class_weights,
-            **_common_config(self),
+            **class_balanced._loss_config(self),
         }

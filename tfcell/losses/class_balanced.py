@@ -179,9 +179,7 @@ class ClassBalancedCrossentropyLoss(keras.losses.Loss):
         return {
             "class_weights": self.class_weights,
             "from_logits": self.from_logits,
-            "reduction": self.reduction,
-            "name": self.name,
-            "dtype": self._dtype_arg,
+            **_loss_config(self),
         }
 
 
@@ -237,6 +235,11 @@ def _dtype_config(dtype):
     if dtype is None or isinstance(dtype, str):
         return dtype
     return getattr(dtype, "name", str(dtype))
+
+
+def _loss_config(loss):
+    """The `reduction`, `name` and `dtype` config entries of a CFAL-family loss."""
+    return {"reduction": loss.reduction, "name": loss.name, "dtype": loss._dtype_arg}
 
 
 def _to_compute_dtype(x):

@@ -3,6 +3,8 @@
 import keras
 from keras import ops
 
+from tfcell.losses import class_balanced
+
 __all__ = ["ExclusiveCrossentropyLoss", "exclusive_crossentropy"]
 
 # Smallest value of `1 - exp(-CE)` fed to the focal power: `x ** 0.1` has an
@@ -17,7 +19,14 @@ def _annealing(epoch, midpoint, temperature, threshold):
 
 
 def _labels_to_ids(y_true, num_classes, logits_rank):
-    """Ids of shape `logits.shape[:-1]` from ids, ids with a trailing 1, or one-hot."""
+    """Ids of shape `logits.shape[:-1]` from ids, ids with a trailing 1, or one-hot.
+
+    Classification-shaped logits `(N, C)` use the shared
+    `class_balanced.to_class_ids`; segmentation logits `(B, H, W, C)` need
+    the rank of the logits to tell `(B, H, W)` ids from `(B, H, W, 1)` ones.
+    """
+    if logits_rank == 2:
+        return class_balanced.to_class_ids(y_true, num_classes)
     y_true = ops.convert_to_tensor(y_true)
     rank = len(y_true.shape)
     if rank == logits_rank:

@@ -154,7 +154,5 @@ class ClassBalancedFocalLoss(keras.losses.Loss):
             "class_weights": self.class_weights,
             "from_logits": self.from_logits,
             "variant": self.variant,
-            "reduction": self.reduction,
-            "name": self.name,
-            "dtype": self._dtype_arg,
+            **class_balanced._loss_config(self),
         }

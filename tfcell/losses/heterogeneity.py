@@ -14,15 +14,9 @@ divides the batch-statistic terms by the number of replicas.
 
 from keras import ops
 
+from tfcell.losses import class_balanced
+
 __all__ = ["heterogeneity_terms"]
-
-
-def _to_ids(ids):
-    """Integer ids `(N,)` from `(N,)`, `(N, 1)` or one-hot `(N, K)` (K > 1)."""
-    ids = ops.convert_to_tensor(ids)
-    if len(ids.shape) == 2 and ids.shape[-1] != 1:
-        ids = ops.argmax(ids, axis=-1)
-    return ops.reshape(ops.cast(ids, "int32"), (-1,))
 
 
 def _sum_of_group_means(sq_dist, ids, num_groups):
@@ -78,11 +72,11 @@ def heterogeneity_terms(features, labels, subjects, class_centers, subject_cente
     x = ops.cast(features, compute_dtype)
     c1 = ops.cast(class_centers, compute_dtype)
     c2 = ops.cast(subject_centers, compute_dtype)
-    labels = _to_ids(labels)
-    subjects = _to_ids(subjects)
-    subject_labels = ops.reshape(ops.cast(subject_labels, "int32"), (-1,))
     num_classes = c1.shape[0]
     num_subjects = c2.shape[0]
+    labels = class_balanced.to_class_ids(labels, num_classes)
+    subjects = class_balanced.to_class_ids(subjects, num_subjects)
+    subject_labels = ops.reshape(ops.cast(subject_labels, "int32"), (-1,))
 
     # Eq. 3
     d_class = ops.sum(ops.square(x - ops.take(c1, labels, axis=0)), axis=-1)

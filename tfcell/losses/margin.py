@@ -155,9 +155,7 @@ def _config(loss):
         "margin": loss.margin,
         "scale": loss.scale,
         "class_weights": loss.class_weights,
-        "reduction": loss.reduction,
-        "name": loss.name,
-        "dtype": loss._dtype_arg,
+        **class_balanced._loss_config(loss),
     }
 
 

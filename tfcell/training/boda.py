@@ -121,7 +121,7 @@ class BoDATrainer(erm.Trainer):
         domains, labels = boda_centroid_table(counts)
         self.centroid_domains = np.asarray(domains, "int32")
         self.centroid_labels = np.asarray(labels, "int32")
-        feature_dim = _feature_dim(featurizer)
+        feature_dim = erm._feature_dim(featurizer, "BoDATrainer")
         self.centroids = self.add_weight(
             name="centroids",
             shape=(len(domains), feature_dim),
@@ -194,17 +194,6 @@ class BoDATrainer(erm.Trainer):
             }
         )
         return config
-
-
-def _feature_dim(featurizer):
-    shape = getattr(featurizer, "output_shape", None)
-    if shape is None or isinstance(shape, list) or len(shape) != 2 or shape[-1] is None:
-        raise ValueError(
-            "BoDATrainer needs a built featurizer with output (N, D) to size the "
-            f"centroids; got output shape {shape}. Pass a functional or Sequential "
-            "model that starts with keras.Input(...)."
-        )
-    return int(shape[-1])
 
 
 class BoDACentroidRefresh(keras.callbacks.Callback):

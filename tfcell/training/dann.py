@@ -17,21 +17,6 @@ def ganin_lambda(progress):
     return 2.0 / (1.0 + ops.exp(-10.0 * p)) - 1.0
 
 
-def _feature_dim(featurizer):
-    try:
-        shape = featurizer.output_shape
-    except (AttributeError, ValueError) as error:
-        raise ValueError(
-            "DANNTrainer needs a built featurizer to size the discriminator; pass a "
-            "functional or Sequential model that starts with keras.Input(...)."
-        ) from error
-    if isinstance(shape, list) or len(shape) != 2 or shape[-1] is None:
-        raise ValueError(
-            f"The featurizer must output features (N, D); its output shape is {shape}."
-        )
-    return int(shape[-1])
-
-
 @keras.saving.register_keras_serializable(package="tfcell")
 class DANNTrainer(erm.Trainer):
     """Domain-adversarial neural network: CE plus a reversed domain classifier.
@@ -115,7 +100,7 @@ class DANNTrainer(erm.Trainer):
 
         initial = 0.0 if lambda_schedule == "ganin" else self.reversal_factor
         self.reversal = gradient_reversal.GradientReversal(factor=initial, name="reversal")
-        feature_dim = _feature_dim(featurizer)
+        feature_dim = erm._feature_dim(featurizer, "DANNTrainer")
         self.reversal.build((None, feature_dim))
         # DomainBed's MLP: Linear-ReLU blocks, then a Linear output layer.
         layers = [keras.Input((feature_dim,))]

@@ -59,6 +59,44 @@ def unpack_batch(data):
     return batch
 
 
+# Helpers shared by the trainer modules (dann, boda, heterogeneity).
+
+
+def _feature_dim(featurizer, owner):
+    """The static feature size D of a built featurizer with output `(N, D)`."""
+    try:
+        shape = featurizer.output_shape
+    except (AttributeError, ValueError) as error:
+        raise ValueError(
+            f"{owner} needs a built featurizer to size its weights; pass a "
+            "functional or Sequential model that starts with keras.Input(...)."
+        ) from error
+    if shape is None or isinstance(shape, list) or len(shape) != 2 or shape[-1] is None:
+        raise ValueError(
+            f"{owner} needs a featurizer with output (N, D) to size its weights; its "
+            f"output shape is {shape}. Add a Flatten or pooling layer at the end."
+        )
+    return int(shape[-1])
+
+
+def _serialize_models(featurizer, classifier):
+    """The `featurizer` and `classifier` config entries of a trainer."""
+    return {
+        "featurizer": keras.saving.serialize_keras_object(featurizer),
+        "classifier": keras.saving.serialize_keras_object(classifier),
+    }
+
+
+def _deserialize_models(config, custom_objects=None):
+    """A copy of a trainer config with `featurizer` and `classifier` rebuilt."""
+    config = dict(config)
+    for key in ("featurizer", "classifier"):
+        config[key] = keras.saving.deserialize_keras_object(
+            config[key], custom_objects=custom_objects
+        )
+    return config
+
+
 def _replica_context():
     context = tf.distribute.get_replica_context()
     if context is None:  # Cross-replica context: one "replica" does everything.
@@ -199,22 +237,12 @@ class Trainer(keras.Model):
     # ---------------------------------------------------------- serialization
     def get_config(self):
         config = super().get_config()
-        config.update(
-            {
-                "featurizer": keras.saving.serialize_keras_object(self.featurizer),
-                "classifier": keras.saving.serialize_keras_object(self.classifier),
-            }
-        )
+        config.update(_serialize_models(self.featurizer, self.classifier))
         return config
 
     @classmethod
     def from_config(cls, config, custom_objects=None):
-        config = dict(config)
-        for key in ("featurizer", "classifier"):
-            config[key] = keras.saving.deserialize_keras_object(
-                config[key], custom_objects=custom_objects
-            )
-        return cls(**config)
+        return cls(**_deserialize_models(config, custom_objects))
 
 
 @keras.saving.register_keras_serializable(package="tfcell")

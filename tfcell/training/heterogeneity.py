@@ -5,16 +5,11 @@ import tensorflow as tf
 from keras import ops
 
 from tfcell.layers import centers as centers_lib
+from tfcell.losses import class_balanced
 from tfcell.losses import heterogeneity as heterogeneity_lib
+from tfcell.training import erm
 
 __all__ = ["HeterogeneityTrainer"]
-
-
-def _ids(x):
-    x = ops.convert_to_tensor(x)
-    if len(x.shape) == 2 and x.shape[-1] != 1:
-        x = ops.argmax(x, axis=-1)
-    return ops.reshape(ops.cast(x, "int32"), (-1,))
 
 
 @keras.saving.register_keras_serializable(package="tfcell")
@@ -140,8 +135,8 @@ class HeterogeneityTrainer(keras.Model):
         return self.classifier(features, training=training)
 
     def _compute_terms(self, data, training):
-        labels = _ids(data["label"])
-        subjects = _ids(data["subject"])
+        labels = class_balanced.to_class_ids(data["label"], self.num_classes)
+        subjects = class_balanced.to_class_ids(data["subject"], len(self.subject_labels))
         features = self.featurizer(data["image"], training=training)
         logits = self.classifier(features, training=training)
         ce = ops.sparse_categorical_crossentropy(
@@ -191,8 +186,7 @@ class HeterogeneityTrainer(keras.Model):
         config = super().get_config()
         config.update(
             {
-                "featurizer": keras.saving.serialize_keras_object(self.featurizer),
-                "classifier": keras.saving.serialize_keras_object(self.classifier),
+                **erm._serialize_models(self.featurizer, self.classifier),
                 "num_classes": self.num_classes,
                 "subject_labels": list(self.subject_labels),
                 "lambda_class": self.lambda_class,
@@ -203,16 +197,13 @@ class HeterogeneityTrainer(keras.Model):
         return config
 
     @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        config["featurizer"] = keras.saving.deserialize_keras_object(config["featurizer"])
-        config["classifier"] = keras.saving.deserialize_keras_object(config["classifier"])
-        return cls(**config)
+    def from_config(cls, config, custom_objects=None):
+        return cls(**erm._deserialize_models(config, custom_objects))
 
 
 def _output_dim(layer):
-    """The static feature size of a built functional featurizer, else None."""
+    """The static feature size of a built featurizer, else None (built lazily)."""
     try:
-        return layer.outputs[0].shape[-1]
-    except (AttributeError, IndexError, TypeError, ValueError):
+        return erm._feature_dim(layer, "HeterogeneityTrainer")
+    except ValueError:
         return None
