@@ -116,7 +116,7 @@ def main(argv):
           f"{FLAGS.rounds * FLAGS.steps_per_round} timed steps per head, "
           f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
           f"TF {tf.__version__}, Keras {keras.__version__}")
-    print(f"| head | median step (ms) | ratio to CCE |")
+    print("| head | median step (ms) | ratio to CCE |")
     print("|---|---|---|")
     for name in steps:
         median = statistics.median(steps[name][1])

@@ -195,6 +195,7 @@ def get_config(arg=None):
         config.title = "CFAL reproduction: Kather CRC, CCT (Mahbub et al. 2024, Table XIV)"
         config.model.backbone = "cct"
         config.model.weights = ""
+        config.synthetic.backbone = "cct"
         config.data.image_size = 32  # Not given; the Keras CCT example's size.
         config.data.splits = ("standard",)
         config.optimizer.learning_rate = 1e-3

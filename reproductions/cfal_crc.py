@@ -70,11 +70,11 @@ def main(argv):
         f"tfcell {tfcell.__version__}, TF {tf.__version__}, Keras {keras.__version__}, "
         f"numpy {np.__version__}, Python {sys.version.split()[0]}"
     )
-    print(config)
-    keras.utils.set_random_seed(config.seed)
     _resolve_download(config)
     if data.uses_synthetic(config):
         data.apply_synthetic_scale(config)
+    print(config)
+    keras.utils.set_random_seed(config.seed)
     workdir = _WORKDIR.value
     if config.sweep.enabled:
         best = sweep.run_sweep(config, workdir, data.crc_settings)

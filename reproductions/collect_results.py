@@ -65,8 +65,8 @@ def collect(workdirs):
                 + "\n"
             )
         parts.append(
-            f"Seconds per epoch ({paper['epoch_time_table']}):\n\n"
-            + cfal_report._time_table(records, paper)
+            f"Seconds per epoch, setting `{settings[0]}` ({paper['epoch_time_table']}):\n\n"
+            + cfal_report._time_table(records, paper, settings[0])
             + "\n"
         )
     return "\n".join(parts)

@@ -152,3 +152,26 @@ def test_pbc_native_sample(shared_data):
     seen = np.concatenate([b["label"].numpy() for b in batches])
     assert np.bincount(seen).tolist() == [50] * 8
     assert batches[0]["image"].shape[1:] == (224, 224, 3)
+
+
+def test_kather_tiff_layout_through_pipeline(tmp_path):
+    """Kather ships .tif, which tf.io cannot decode: the pipeline must fall back
+    to PIL (tfcell.data.image_io) and keep the labels of the CFAL protocol."""
+    from tfcell.data import kather
+
+    rng = np.random.default_rng(0)
+    for split in ("NCT-CRC-HE-100K", "CRC-VAL-HE-7K"):
+        for index, name in enumerate(kather.KATHER_CLASSES):
+            folder = tmp_path / split / name
+            folder.mkdir(parents=True)
+            for i in range(8):
+                # Each class gets its own constant red value, so labels can be checked.
+                image = np.full((224, 224, 3), 20 * index, np.uint8)
+                image[..., 1] = rng.integers(0, 255)
+                Image.fromarray(image).save(folder / f"{name}-{i}.tif")
+    train, val, test = kather.cfal_protocol(tmp_path, seed=0)
+    assert (len(train), len(val), len(test)) == (61, 11, 72)
+    dataset = pipeline.from_records(test, image_size=32, batch_size=72, shuffle=False)
+    images, labels = next(iter(dataset))
+    assert images.shape == (72, 32, 32, 3)
+    np.testing.assert_allclose(images.numpy()[:, 0, 0, 0], 20.0 * labels.numpy(), atol=1.0)

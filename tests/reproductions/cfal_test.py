@@ -94,7 +94,9 @@ def test_sweep_writes_best_trial():
 
 
 def _load_config(name, variant):
-    spec = importlib.util.spec_from_file_location(f"_config_{name}", ROOT / "configs" / f"{name}.py")
+    spec = importlib.util.spec_from_file_location(
+        f"_config_{name}", ROOT / "configs" / f"{name}.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.get_config(variant)

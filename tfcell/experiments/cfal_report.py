@@ -127,8 +127,13 @@ def _auroc_table(records, paper, setting):
     return report.markdown_table(header, body)
 
 
-def _time_table(records, paper):
-    singles = [r for r in records if r.get("kind") == "single"]
+def _time_table(records, paper, setting=None):
+    """Seconds per epoch per loss (one setting: epochs differ in size between them)."""
+    singles = [
+        r
+        for r in records
+        if r.get("kind") == "single" and (setting is None or r["setting"] == setting)
+    ]
     by_method = report.group_results(singles, ("method",), "epoch_time_s")
     ce = np.mean(by_method.get(("ce",), [np.nan]))
     paper_times = dict(paper.get("epoch_time", {}))
@@ -178,7 +183,8 @@ def write_report(workdir, config, elapsed=None, hardware=""):
         "",
         "Accuracy in %, other metrics as fractions; mean +- sample std over repeats. "
         "`F1 vs CE`: mean difference and two-sided paired t-test p-value "
-        "(* = significant at 0.05).",
+        "(* = significant at 0.05). Networks of the first repeat: "
+        "`<setting>/<loss>/model.keras` (`keras.saving.load_model` after `import tfcell`).",
         "",
     ]
     for setting in settings:
@@ -214,10 +220,10 @@ def write_report(workdir, config, elapsed=None, hardware=""):
     lines += [
         f"## Wall time per epoch ({paper.epoch_time_table})",
         "",
-        "Measured in this run on the same machine (first epoch, which includes "
-        "graph tracing, left out).",
+        f"Setting `{settings[0]}`, measured in this run on the same machine (first "
+        "epoch, which includes graph tracing, left out).",
         "",
-        _time_table(records, paper),
+        _time_table(records, paper, settings[0]),
         "",
     ]
     path = os.path.join(workdir, "report.md")
