@@ -136,6 +136,9 @@ def get_config(arg=None):
     config.data.image_size = 224  # Sec. IV-A: 224 x 224 patches.
     config.data.splits = ("standard", "long_tailed")  # Tables V and XIII.
     config.data.val_fraction = 0.15  # Sec. IV-A: 15 % of the training data.
+    config.data.long_tail_total = (
+        58_000  # Sec. V-D2 / Fig. 7: 58,000 images (None: largest feasible).
+    )
     config.data.max_images = 0
     config.data.in_memory = False  # 100K x 224 px does not fit; stream from disk.
 

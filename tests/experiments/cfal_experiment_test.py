@@ -75,3 +75,30 @@ def test_train_method_record():
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-6)
     assert record["epochs"] == 1 and len(record["epoch_times"]) == 1
     assert record["hparams"]["margin"] == 0.35  # Table IX.
+
+
+def test_crc_reads_the_publisher_layout(tmp_path):
+    from PIL import Image
+
+    from tfcell.data import kather
+
+    rng = np.random.RandomState(0)
+    for folder, per_class in ((kather.KATHER_TRAIN_FOLDER, 20), (kather.KATHER_TEST_FOLDER, 3)):
+        for c, name in enumerate(kather.KATHER_CLASSES):
+            (tmp_path / folder / name).mkdir(parents=True)
+            for i in range(per_class + c):  # Unequal counts, so long_tailed can draw.
+                pixels = rng.randint(0, 255, (24, 24, 3)).astype("uint8")
+                Image.fromarray(pixels).save(tmp_path / folder / name / f"{name}-{i}.tif")
+    config = _config("cfal_crc", "cpu")
+    config.data.root = str(tmp_path)
+    config.data.image_size = 16
+    config.data.long_tail_total = None
+    standard, skewed = data.crc_settings(config, repeat=0)
+    assert not standard.synthetic and standard.train.x.shape[1:] == (16, 16, 3)
+    assert len(standard.test) == sum(3 + c for c in range(9))
+    assert len(skewed.train) + len(skewed.val) < len(standard.train) + len(standard.val)
+    # Streaming from disk (the paper variant) gives the same batches' shapes.
+    config.data.in_memory = False
+    standard = data.crc_settings(config, repeat=0)[0]
+    x, y = next(iter(data.make_dataset(standard.test, 8, 16)))
+    assert tuple(x.shape) == (8, 16, 16, 3) and x.dtype.name == "float32"

@@ -221,7 +221,7 @@ class CFALDistributionTest(testing.TestCase):
             return start, model.get_weights()
 
         start, single = fit_once(tf.distribute.get_strategy(), None)
-        mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+        mirrored = testing.two_cpu_strategy()
         self.assertEqual(mirrored.num_replicas_in_sync, 2)
         _, distributed = fit_once(mirrored, start)
         moved = sum(float(np.abs(a - b).sum()) for a, b in zip(single, start))

@@ -281,7 +281,7 @@ class MarginDistributionTest(testing.TestCase):
             return start, model.get_weights()
 
         start, single = fit_once(tf.distribute.get_strategy(), None)
-        mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+        mirrored = testing.two_cpu_strategy()
         _, distributed = fit_once(mirrored, start)
         self.assertGreater(sum(float(np.abs(a - b).sum()) for a, b in zip(single, start)), 0.0)
         for a, b in zip(single, distributed):

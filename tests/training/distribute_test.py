@@ -112,7 +112,7 @@ class DistributeTest(testing.TestCase):
             pytest.skip("needs the two logical CPUs that tests/conftest.py sets up")
 
     def _mirrored_fit(self, name, weights, data):
-        strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+        strategy = testing.two_cpu_strategy()
         self.assertEqual(strategy.num_replicas_in_sync, 2)
         with strategy.scope():
             trainer = _build(name, weights)

@@ -120,7 +120,7 @@ class HeterogeneityTrainerTest(test_case.TestCase):
             return [w.numpy() for w in trainer.trainable_weights], history.history["loss"][0]
 
         single_w, single_loss = run(tf.distribute.OneDeviceStrategy("/cpu:0"))
-        mirrored_w, mirrored_loss = run(tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))
+        mirrored_w, mirrored_loss = run(test_case.two_cpu_strategy())
         self.assertAllClose(mirrored_loss, single_loss, atol=1e-5)
         for a, b in zip(mirrored_w, single_w):
             self.assertAllClose(a, b, atol=1e-5)

@@ -11,6 +11,7 @@ import dataclasses
 import logging
 
 import numpy as np
+import pandas as pd
 import tensorflow as tf
 from sklearn import model_selection
 
@@ -228,20 +229,24 @@ def crc_settings(config, repeat):
             config.data.root, seed=seed, val_fraction=config.data.val_fraction
         )
         for name in config.data.splits:
+            parts = (train, val)
             if name == "long_tailed":
-                full = kather.read_kather(
-                    kather._dataset_folder(config.data.root, kather.KATHER_TRAIN_FOLDER)
-                )
-                skewed = kather.long_tailed(full, seed=seed)
-                train, val = model_selection.train_test_split(
+                # Fig. 7: drawn from the whole 100K, then 15 % held out for validation.
+                full = pd.concat([train, val]).sort_values("path").reset_index(drop=True)
+                full.attrs = dict(train.attrs)
+                skewed = kather.long_tailed(full, total=config.data.long_tail_total, seed=seed)
+                parts = model_selection.train_test_split(
                     skewed,
                     test_size=config.data.val_fraction,
                     stratify=skewed["label"],
                     random_state=seed,
                 )
+            elif name != "standard":
+                raise ValueError(
+                    f"CRC split must be 'standard' or 'long_tailed'; received {name!r}."
+                )
             parts = [
-                _record_split(_cap(t, config.data.max_images, seed), config)
-                for t in (train, val, test)
+                _record_split(_cap(t, config.data.max_images, seed), config) for t in (*parts, test)
             ]
             settings.append(
                 Setting(name, *parts, names, False, f"Kather CRC from {config.data.root}; {name}")

@@ -1,6 +1,6 @@
 """A backbone, an embedding and a head: the one classifier every CFAL run trains.
 
-    image -> backbone -> Dense(embedding_dim) -> BatchNorm ("embedding") -> head
+    image -> backbone -> Dense(embedding_dim) ("embedding") -> head
 
 Heads:
     "softmax"   Dense(num_classes) logits (cross-entropy, focal).
@@ -61,11 +61,11 @@ def build_classifier(
     inputs = keras.Input(backbone.input_shape[1:], name="image")
     x = backbone(inputs)
     if embedding_dim:
-        x = keras.layers.Dense(embedding_dim, name="embedding_dense")(x)
-        # momentum 0.9, not Keras's 0.99: with a few hundred steps per run (the
-        # CPU configs) 0.99 leaves the inference statistics far from the batch
-        # statistics, and early stopping on validation loss then picks epoch 1.
-        x = keras.layers.BatchNormalization(momentum=0.9, name="embedding")(x)
+        # A plain linear layer (the paper's "FC2", Fig. 2). A BatchNorm here made
+        # the affinity and cosine heads' validation predictions swing from epoch
+        # to epoch on IDC (inference statistics vs batch statistics), so that
+        # early stopping picked near-random epochs; without it they are stable.
+        x = keras.layers.Dense(embedding_dim, name="embedding")(x)
     outputs = _make_head(head, num_classes, head_kwargs)(x)
     return keras.Model(inputs, outputs, name=name or f"{backbone.name}_{head}")
 

@@ -1,3 +1,3 @@
 """Test helpers for tfcell and for code built on it."""
 
-from tfcell.testing.test_case import TestCase
+from tfcell.testing.test_case import TestCase, two_cpu_strategy

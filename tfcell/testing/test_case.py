@@ -75,3 +75,20 @@ def _plain(config):
     if isinstance(config, np.generic):
         return config.item()
     return config
+
+
+def two_cpu_strategy():
+    """`MirroredStrategy` over the two logical CPUs that tests/conftest.py makes.
+
+    Reduction goes through `ReductionToOneDevice` rather than the default
+    collective all-reduce: with collectives, a second `MirroredStrategy` built in
+    the same process (as a test session does, one per test) can reuse a
+    collective instance key of an earlier one and abort with "Shape mismatch in
+    the collective instance" (seen with TF 2.21 on CPU). The reduction is the same
+    sum either way, so the tests still compare a mirrored step with one device.
+    """
+    import tensorflow as tf
+
+    return tf.distribute.MirroredStrategy(
+        ["/cpu:0", "/cpu:1"], cross_device_ops=tf.distribute.ReductionToOneDevice()
+    )
