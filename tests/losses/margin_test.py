@@ -286,3 +286,16 @@ class MarginDistributionTest(testing.TestCase):
         self.assertGreater(sum(float(np.abs(a - b).sum()) for a, b in zip(single, start)), 0.0)
         for a, b in zip(single, distributed):
             self.assertAllClose(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_sphereface_margin_below_one_collapses():
+    """Why the CFAL configs use m = 1.35, not Table IX's literal 0.35: with a
+    multiplicative margin below 1, features orthogonal to every class weight
+    (all cosines 0) reach a loss of ~0 whatever their label; above 1 they do not."""
+    cos = np.zeros((4, 2), "float32")  # Orthogonal to both class weights.
+    labels = np.array([0, 1, 0, 1])
+    loose = keras.ops.convert_to_numpy(losses.sphereface(labels, cos, margin=0.35, scale=30.0))
+    tight = keras.ops.convert_to_numpy(losses.sphereface(labels, cos, margin=1.35, scale=30.0))
+    np.testing.assert_array_less(loose, 1e-9)  # 30 * cos(0.35 * pi / 2) = 25.6 vs 0.
+    np.testing.assert_allclose(tight, np.log1p(np.exp(-30 * np.cos(1.35 * np.pi / 2))), rtol=1e-4)
+    assert tight.min() > 10.0
