@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from tfcell.experiments import data, methods, runner
+from tfcell.training import strategy as strategy_lib
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -69,12 +70,12 @@ def test_train_method_record():
     config = _config("cfal_idc", "smoke")
     (setting,) = data.idc_settings(config, repeat=0)
     model, record, probs = runner.train_method(
-        "cb_sphereface", setting, config, 0, runner.get_strategy(), verbose=0
+        "cb_sphereface", setting, config, 0, strategy_lib.get_strategy(), verbose=0
     )
     assert probs.shape == (len(setting.test), 2)
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-6)
     assert record["epochs"] == 1 and len(record["epoch_times"]) == 1
-    assert record["hparams"]["margin"] == 0.35  # Table IX.
+    assert record["hparams"]["margin"] == 1.35  # Table IX 0.35, read as m = 1 + 0.35.
 
 
 def test_crc_reads_the_publisher_layout(tmp_path):

@@ -24,8 +24,9 @@ import tensorflow as tf
 from tfcell.evaluation import ensembles, metrics, report
 from tfcell.experiments import data as data_lib
 from tfcell.experiments import methods as methods_lib
+from tfcell.training import strategy as strategy_lib
 
-__all__ = ["EpochTimer", "evaluate_scores", "get_strategy", "run", "train_method"]
+__all__ = ["EpochTimer", "evaluate_scores", "run", "train_method"]
 
 logger = logging.getLogger("tfcell.experiments")
 
@@ -41,19 +42,6 @@ class EpochTimer(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self.times.append(time.perf_counter() - self._start)
-
-
-def get_strategy():
-    """MirroredStrategy over all GPUs when there are several, else the default."""
-    try:
-        from tfcell.training import strategy
-
-        if hasattr(strategy, "get_strategy"):
-            return strategy.get_strategy()
-    except ImportError:
-        pass
-    gpus = tf.config.list_logical_devices("GPU")
-    return tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
 
 
 def _optimizer(config):
@@ -160,7 +148,7 @@ def run(config, workdir, settings_fn):
     with open(os.path.join(workdir, "config.json"), "w") as f:
         f.write(config.to_json_best_effort(indent=2, sort_keys=True))
     writer = report.ResultsWriter(workdir)
-    strategy = get_strategy()
+    strategy = strategy_lib.get_strategy()
     logger.info(
         "strategy %s with %d replica(s)", type(strategy).__name__, strategy.num_replicas_in_sync
     )

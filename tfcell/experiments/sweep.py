@@ -17,6 +17,7 @@ import os
 
 from tfcell.evaluation import report
 from tfcell.experiments import runner
+from tfcell.training import strategy as strategy_lib
 
 __all__ = ["run_sweep"]
 
@@ -32,7 +33,7 @@ def run_sweep(config, workdir, settings_fn):
     """Tunes each method of `config.sweep.methods` on the first setting; returns
     `{method: best hyperparameters}`."""
     setting = settings_fn(config, 0)[0]
-    strategy = runner.get_strategy()
+    strategy = strategy_lib.get_strategy()
     writer = report.ResultsWriter(workdir)
     best = {}
     for name in config.sweep.methods:
