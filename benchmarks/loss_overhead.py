@@ -28,6 +28,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import tfcell  # noqa: E402
+from tfcell.evaluation import report  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("batch_size", 64, "Images per training step.")
@@ -36,6 +37,7 @@ flags.DEFINE_integer("num_classes", 9, "Classes (CRC has 9).")
 flags.DEFINE_integer("rounds", 15, "Round-robin rounds.")
 flags.DEFINE_integer("steps_per_round", 5, "Timed steps per head per round.")
 flags.DEFINE_string("json_out", "", "Optional path for the measured table as JSON.")
+flags.DEFINE_bool("update_docs", False, "Write the table into docs/benchmarks.md.")
 
 
 def backbone(image_size):
@@ -112,19 +114,28 @@ def main(argv):
 
     base = statistics.median(steps["cce"][1])
     rows = []
-    print(f"tfcell loss overhead: batch {n}, {size}x{size} px, {c} classes, small CNN, "
-          f"{FLAGS.rounds * FLAGS.steps_per_round} timed steps per head, "
-          f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-          f"TF {tf.__version__}, Keras {keras.__version__}")
-    print("| head | median step (ms) | ratio to CCE |")
-    print("|---|---|---|")
+    lines = [
+        f"Batch {n}, {size}x{size} px, {c} classes, small CNN backbone, "
+        f"{FLAGS.rounds * FLAGS.steps_per_round} timed steps per head (round-robin), "
+        f"{platform.machine()}, {os.cpu_count()} CPUs, TF {tf.__version__}, "
+        f"Keras {keras.__version__}.",
+        "",
+        "| head | median step (ms) | ratio to CCE |",
+        "|---|---|---|",
+    ]
     for name in steps:
         median = statistics.median(steps[name][1])
         rows.append({"head": name, "median_step_ms": 1000 * median, "ratio": median / base})
-        print(f"| {name} | {1000 * median:.1f} | {median / base:.3f} |")
+        lines.append(f"| {name} | {1000 * median:.1f} | {median / base:.3f} |")
+    text = "\n".join(lines)
+    print(text)
     if FLAGS.json_out:
         with open(FLAGS.json_out, "w") as f:
             json.dump(rows, f, indent=2)
+    if FLAGS.update_docs:
+        docs = os.path.join(os.path.dirname(__file__), "..", "docs", "benchmarks.md")
+        report.replace_marked_block(docs, "loss_overhead", text)
+        print(f"Updated {docs}")
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ _DOCS = flags.DEFINE_string(
     "docs", os.path.join(os.path.dirname(__file__), "..", "docs", "papers.md"), "Docs file."
 )
 
-START, END = "<!-- cfal:measured:start -->", "<!-- cfal:measured:end -->"
+MARKER = "cfal:measured"  # <!-- cfal:measured:start --> ... <!-- cfal:measured:end -->
 
 
 def _summary_line(records, config):
@@ -72,26 +72,13 @@ def collect(workdirs):
     return "\n".join(parts)
 
 
-def update_docs(path, text):
-    with open(path) as f:
-        docs = f.read()
-    if START not in docs or END not in docs:
-        raise ValueError(
-            f"{path} lacks the markers {START} ... {END}; add them where the table goes."
-        )
-    head, rest = docs.split(START, 1)
-    _, tail = rest.split(END, 1)
-    with open(path, "w") as f:
-        f.write(f"{head}{START}\n{text}\n{END}{tail}")
-
-
 def main(argv):
     workdirs = argv[1:]
     if not workdirs:
         sys.exit("Give one or more workdirs, e.g. workdirs/cfal_idc_cpu.")
     text = collect(workdirs)
     if _UPDATE.value:
-        update_docs(_DOCS.value, text)
+        report.replace_marked_block(_DOCS.value, MARKER, text)
         print(f"Updated {_DOCS.value}")
     else:
         print(text)

@@ -4,6 +4,7 @@ import os
 import tempfile
 
 import numpy as np
+import pytest
 from absl.testing import absltest
 
 from tfcell.evaluation import ensembles, metrics, plots, report, statistics
@@ -138,3 +139,14 @@ class ReportTest(test_case.TestCase):
 
 if __name__ == "__main__":
     absltest.main()
+
+
+def test_replace_marked_block(tmp_path):
+    from tfcell.evaluation import report
+
+    path = tmp_path / "doc.md"
+    path.write_text("intro\n<!-- t:start -->\nold\n<!-- t:end -->\noutro\n")
+    report.replace_marked_block(str(path), "t", "| a |\n|---|")
+    assert path.read_text() == "intro\n<!-- t:start -->\n| a |\n|---|\n<!-- t:end -->\noutro\n"
+    with pytest.raises(ValueError, match="lacks the markers"):
+        report.replace_marked_block(str(path), "missing", "x")

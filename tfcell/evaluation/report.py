@@ -22,6 +22,7 @@ __all__ = [
     "markdown_table",
     "mean_std_cell",
     "read_results",
+    "replace_marked_block",
     "write_done",
 ]
 
@@ -102,3 +103,23 @@ def markdown_table(header, rows):
 def mean_std_cell(values, digits=3, scale=1.0):
     """A table cell "mean +- std" from repeated values (see `statistics`)."""
     return statistics.format_mean_std(values, digits=digits, scale=scale)
+
+
+def replace_marked_block(path, name, text):
+    """Replaces the text between `<!-- NAME:start -->` and `<!-- NAME:end -->`.
+
+    How measured tables get into the docs without being typed: a collector or
+    benchmark writes its output between the markers of `path`.
+
+    Raises:
+        ValueError: if the markers are missing (add them where the table goes).
+    """
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    with open(path) as f:
+        docs = f.read()
+    if start not in docs or end not in docs:
+        raise ValueError(f"{path} lacks the markers {start} ... {end}; add them where the table goes.")
+    head, rest = docs.split(start, 1)
+    _, tail = rest.split(end, 1)
+    with open(path, "w") as f:
+        f.write(f"{head}{start}\n{text}\n{end}{tail}")
