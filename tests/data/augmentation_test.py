@@ -147,12 +147,62 @@ def test_per_image_augmentation_parallel_and_deterministic(tmp_path):
         )
     table = records.make_records(rows, frame.attrs["class_names"])
 
-    def run(seed):
-        ds = pipeline.from_records(
-            table, 32, batch_size=8, augment=aug.PerImageAugmentation(), seed=seed
-        )
+    def run(seed, augment=None, size=32):
+        augment = augment or aug.PerImageAugmentation()
+        ds = pipeline.from_records(table, size, batch_size=8, augment=augment, seed=seed)
         return np.concatenate([x.numpy() for x, _ in ds])
 
     a, b, c = run(1), run(1), run(2)
     np.testing.assert_array_equal(a, b)
     assert not np.array_equal(a, c) and a.shape == (24, 32, 32, 3)
+    assert a.dtype == np.float32 and a.min() >= 0 and a.max() <= 255
+    for augment in (aug.PerImageAugmentation(fuse_resize=True), aug.BatchAugmentation()):
+        x, y = run(1, augment, size=20), run(1, augment, size=20)
+        np.testing.assert_array_equal(x, y)
+        assert x.shape == (24, 20, 20, 3) and not np.array_equal(x, run(2, augment, size=20))
+
+
+def _batches(augment, seed, n=4):
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0, 255, (8 * n, 24, 24, 3)).astype("float32")
+    ds = pipeline.from_arrays(images, np.zeros(8 * n), 8, shuffle=False, augment=augment, seed=seed)
+    return images, np.stack([x.numpy() for x, _ in ds])
+
+
+def test_batch_augmentation_deterministic_shapes_and_range():
+    augment = aug.BatchAugmentation(rotation=30.0, brightness=0.1, contrast=0.2)
+    images, a = _batches(augment, seed=3)
+    _, b = _batches(augment, seed=3)
+    _, c = _batches(augment, seed=4)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+    assert a.shape == (4, 8, 24, 24, 3) and a.dtype == np.float32
+    assert a.min() >= 0 and a.max() <= 255
+    assert not np.allclose(a[0], a[1])  # batches get different draws, not one pattern
+    assert not np.allclose(a.reshape(images.shape), images)
+
+
+def test_batch_augmentation_flips_about_half_exactly():
+    images = np.random.default_rng(1).uniform(0, 255, (256, 6, 6, 3)).astype("float32")
+    flip = aug.BatchAugmentation(rotation=0.0, brightness=0.0, contrast=0.0)
+    out = flip(images, np.array([5, 6], "int64")).numpy()
+    kinds = []
+    for o, x in zip(out, images):
+        match = [np.allclose(o, v, atol=1e-3) for v in (x, x[:, ::-1], x[::-1], x[::-1, ::-1])]
+        assert sum(match) == 1
+        kinds.append(match.index(True))
+    counts = np.bincount(kinds, minlength=4) / len(kinds)
+    assert np.all((counts > 0.15) & (counts < 0.35)), counts  # each of 4 cases ~1/4
+
+
+def test_fused_resize_matches_resize_without_geometry():
+    import tensorflow as tf
+
+    image = np.random.default_rng(2).integers(0, 256, (37, 41, 3), "uint8")
+    plain = aug.PerImageAugmentation(flips=False, rotation=0.0, brightness=0.0, contrast=0.0)
+    out = plain.resize_and_augment(tf.constant(image), (16, 16), tf.constant([1, 2], tf.int64))
+    ref = tf.image.resize(tf.cast(image, tf.float32), (16, 16))
+    np.testing.assert_allclose(out.numpy(), ref.numpy(), atol=0.05)
+    colour = aug.PerImageAugmentation(False, 0.0, 0.0, 0.5, fuse_resize=True)
+    flat = colour(tf.fill((8, 8, 3), 100.0), tf.constant([1, 2], tf.int64)).numpy()
+    np.testing.assert_allclose(flat, 100.0, atol=1e-3)  # contrast keeps the mean

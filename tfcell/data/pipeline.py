@@ -14,9 +14,16 @@ image signature, and the JPEG/PNG end marker, i.e. not truncated; or
 `validate="decode"`: each file decoded once, in parallel) and an `ImageError`
 names every bad file and the fix.
 
-Augmentation runs on whole batches, in one sequential `map` after `batch`, so
-the layers' seed streams are consumed in order and a seed gives identical
-batches run after run; the layers themselves are vectorised over the batch.
+Augmentation, deterministic under `seed` in every mode:
+
+- `augmentation.PerImageAugmentation` (the default for training on files):
+  stateless ops per image inside the parallel decode map (the fastest path
+  measured, `benchmarks/input_pipeline.py`; `fuse_resize=True` folds the
+  resize, flips and rotation into one resampling);
+- `augmentation.BatchAugmentation`: the same operations vectorised over a
+  batch after `batch`, one stateless seed per batch, in a parallel map;
+- Keras preprocessing layers: on whole batches in one sequential `map` after
+  `batch`, so the layers' seed streams are consumed in order.
 """
 
 import os
@@ -155,6 +162,12 @@ def _fit_size(image, image_size, pad_small, pad_value):
     """Pads images smaller than the pad target (IDC edge patches), then resizes."""
     if image_size is None:
         return tf.cast(image, tf.float32)
+    image = _pad_small(image, image_size, pad_small, pad_value)
+    image = tf.cast(image, tf.float32)
+    return tf.image.resize(image, image_size)
+
+
+def _pad_small(image, image_size, pad_small, pad_value):
     height, width = image_size
     if pad_small:
         target = (height, width) if pad_small is True else tuple(pad_small)
@@ -167,8 +180,7 @@ def _fit_size(image, image_size, pad_small, pad_value):
             lambda: tf.pad(image, [[0, pad_h], [0, pad_w], [0, 0]], constant_values=pad_value),
             lambda: image,
         )
-    image = tf.cast(image, tf.float32)
-    return tf.image.resize(image, (height, width))
+    return image
 
 
 def _as_size(image_size):
@@ -177,10 +189,18 @@ def _as_size(image_size):
     return (int(image_size), int(image_size))
 
 
-def _finish(dataset, batch_size, augment, output, drop_remainder, index_batches):
+def _finish(dataset, batch_size, augment, output, drop_remainder, index_batches, seed=0):
     if index_batches is None:
         dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
-    if augment is not None:
+    if getattr(augment, "batched", False):
+        # Stateless: one seed per batch, drawn in order, so the map can be parallel.
+        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+        dataset = tf.data.Dataset.zip(dataset, seeds)
+        if output == "dict":
+            dataset = dataset.map(lambda b, s: {**b, "image": augment(b["image"], s)}, AUTOTUNE)
+        else:
+            dataset = dataset.map(lambda b, s: (augment(b[0], s), b[1]), AUTOTUNE)
+    elif augment is not None:
         # Sequential on purpose: the augmentation layers' seed streams are then
         # consumed in batch order, so a seed gives identical batches every run.
         if output == "dict":
@@ -231,8 +251,12 @@ def from_records(
         image_size: int or (height, width) the images are resized to.
         batch_size: batch size.
         shuffle: reshuffle the whole table each epoch (seeded).
-        augment: a callable on float32 image batches in [0, 255] (a Keras
-            preprocessing layer or `keras.layers.Pipeline`), or None.
+        augment: for training, preferably
+            `tfcell.data.augmentation.PerImageAugmentation` (the fast path:
+            stateless per-image ops inside the parallel decode map); or `BatchAugmentation` (vectorised, after `batch`);
+            or any callable on float32 image batches in [0, 255] (a Keras
+            preprocessing layer or `keras.layers.Pipeline`, run in one
+            sequential map after `batch`); or None.
         seed: shuffle seed.
         output: "tuple" -> `(image, label)`; "dict" -> `{"image", "label",
             "domain", "subject"}` with integer ids (`id_maps(records)`).
@@ -287,10 +311,17 @@ def from_records(
 
     per_image = getattr(augment, "per_image", False)
 
+    fused = per_image and getattr(augment, "fuse_resize", False)
+
     def load(path, py, label, domain, subject, seed=None):
-        image = _fit_size(_decode(path, py, any_python), size, pad_small, pad_value)
-        if seed is not None:
-            image = augment(image, seed)
+        image = _decode(path, py, any_python)
+        if fused:  # resize + flips + rotation in one resampling
+            image = _pad_small(image, size, pad_small, pad_value)
+            image = augment.resize_and_augment(image, size, seed)
+        else:
+            image = _fit_size(image, size, pad_small, pad_value)
+            if seed is not None:
+                image = augment(image, seed)
         return {"image": image, "label": label, "domain": domain, "subject": subject}
 
     def with_seeds(dataset):
@@ -320,7 +351,9 @@ def from_records(
                 dataset = dataset.shuffle(min(len(paths), 10_000), seed=seed)
         dataset = _to_output(dataset, output)
     batched_augment = None if per_image else augment
-    dataset = _finish(dataset, batch_size, batched_augment, output, drop_remainder, index_batches)
+    dataset = _finish(
+        dataset, batch_size, batched_augment, output, drop_remainder, index_batches, seed
+    )
     dataset.id_maps = maps
     return dataset
 
@@ -376,6 +409,11 @@ def from_arrays(
         arrays = images
         images, labels = arrays["images"], arrays["label"]
         domains, subjects = arrays.get("domain"), arrays.get("subject")
+    if getattr(augment, "per_image", False):
+        # In memory the batch is the unit: run the same operations vectorised.
+        from tfcell.data import augmentation
+
+        augment = augmentation.BatchAugmentation(**vars(augment))
     images = np.asarray(images)
     labels = np.asarray(labels).astype("int32")
     n = len(images)
@@ -410,6 +448,6 @@ def from_arrays(
     else:
         index = index_batches
     dataset = index.map(gather, num_parallel_calls=AUTOTUNE)
-    dataset = _finish(dataset, batch_size, augment, output, drop_remainder, index_batches=True)
+    dataset = _finish(dataset, batch_size, augment, output, drop_remainder, True, seed)
     dataset.id_maps = maps
     return dataset
