@@ -114,3 +114,25 @@ def test_white_cells_are_learnable():
     accuracy = model.evaluate(test["images"], test["label"], verbose=0)[1]
     # Chance is 0.2; about 0.9 measured. Held-out seed, same hospitals.
     assert accuracy > 0.5, accuracy
+
+
+def test_generators_do_not_depend_on_thread_count(monkeypatch):
+    def render():
+        return (
+            synthetic.to_arrays(synthetic.white_cells(150, image_size=33, seed=2))["images"],
+            synthetic.to_arrays(synthetic.tissue_tiles(150, image_size=32, seed=2))["images"],
+            np.stack(synthetic.nuclei_scenes(40, image_size=48, seed=2)["mask"]),
+        )
+
+    monkeypatch.setattr(synthetic, "_MAX_THREADS", 1)
+    single = render()
+    monkeypatch.setattr(synthetic, "_MAX_THREADS", 3)
+    for a, b in zip(single, render()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_nuclei_instances_are_consecutive_and_at_least_4_px():
+    frame = synthetic.nuclei_scenes(30, image_size=64, seed=3, nuclei_per_image=(0, 30))
+    for mask, count in zip(frame["mask"], frame["num_instances"]):
+        ids, area = np.unique(mask[mask > 0], return_counts=True)
+        assert ids.tolist() == list(range(1, count + 1)) and (area >= 4).all()

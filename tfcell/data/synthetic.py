@@ -8,11 +8,20 @@ takes; `tfcell.data.from_records` also accepts the frame directly. Consumers
 print `SYNTHETIC_BANNER` so that no result on these images passes for a result
 on real data.
 
-Rendering is vectorised NumPy / SciPy over whole chunks of images (thousands of
-64 px images per second on two cores). Hospitals ("domains") and subjects get
-their appearance from `style_seed`, not from `seed`, so a training set and a
-test set drawn with different seeds share the same hospitals.
+Rendering is vectorised NumPy over chunks of images small enough to stay in
+the CPU caches (thousands of 64 px images per second on two cores): float32
+channel-planar buffers, bilinear value noise as two small matrix products, a
+3-tap separable blur, noise drawn from raw random bytes, and the chunks spread
+over up to `_MAX_THREADS` threads (NumPy releases the GIL in its loops). Each
+chunk has its own random generator spawned from `seed`, so the images do not
+depend on the number of threads. Hospitals ("domains") and subjects get their
+appearance from `style_seed`, not from `seed`, so a training set and a test set
+drawn with different seeds share the same hospitals.
 """
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from functools import lru_cache
 
 import numpy as np
 import pandas as pd
@@ -36,10 +45,12 @@ SYNTHETIC_BANNER = (
 WHITE_CELL_CLASSES = ("neutrophil", "lymphocyte", "monocyte", "eosinophil", "basophil")
 TISSUE_CLASSES = ("ADI", "BACK", "DEB", "LYM", "MUC", "MUS", "NORM", "STR", "TUM")
 
-_CHUNK = 256
+_CHUNK_PIXELS = 64 * 64 * 64  # pixels per rendered chunk (64 images at 64 px)
+_MAX_THREADS = 4
 _H = np.array([0.36, 0.20, 0.55], "float32")  # haematoxylin purple
 _E = np.array([0.93, 0.56, 0.72], "float32")  # eosin pink
 _W = np.array([0.96, 0.95, 0.97], "float32")  # empty glass
+_INT8_STD = np.float32(np.sqrt((256.0**2 - 1.0) / 12.0))  # std of uniform random int8
 
 
 def _frame(images, labels, class_names, domains, subjects, kind, extra=None):
@@ -80,6 +91,40 @@ def to_arrays(frame):
     }
 
 
+# --- rendering helpers ---------------------------------------------------------
+# Images are rendered channel-planar, (n, 3, S, S) float32 in [0, 1], so that
+# per-image colours broadcast over long contiguous runs of pixels; masks are
+# (n, S, S).
+
+
+def _threads():
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cpus = os.cpu_count() or 1
+    return max(1, min(_MAX_THREADS, cpus))
+
+
+def _run_chunks(rng, total, size, render):
+    """Calls `render(chunk_rng, rows)` on consecutive row slices of `total` images.
+
+    The chunk length depends on `size` only and every chunk gets its own
+    generator spawned from `rng`, so the output is the same for any number of
+    threads. `render` writes its rows into preallocated outputs.
+    """
+    step = max(8, _CHUNK_PIXELS // max(size * size, 1))
+    starts = range(0, total, step)
+    jobs = list(zip(rng.spawn(len(starts)), (slice(s, min(s + step, total)) for s in starts)))
+    workers = min(_threads(), len(jobs))
+    if workers > 1:
+        with ThreadPoolExecutor(workers) as pool:
+            for _ in pool.map(lambda job: render(*job), jobs):
+                pass
+    else:
+        for job in jobs:
+            render(*job)
+
+
 def _grid(size):
     coords = (np.arange(size, dtype="float32") + 0.5) / size * 2.0 - 1.0
     return coords[None, :, None], coords[None, None, :]  # y (1,S,1), x (1,1,S)
@@ -89,17 +134,49 @@ def _soft_disk(dist, radius, width):
     return np.clip((radius - dist) / width + 0.5, 0.0, 1.0)
 
 
+def _planar(colour):
+    """(3,) or (n,3) colours as (n|1, 3, 1, 1); full planar arrays pass through."""
+    colour = np.asarray(colour, "float32")
+    return colour.reshape(-1, 3, 1, 1) if colour.ndim <= 2 else colour
+
+
+def _fill(image, colour):
+    image[...] = _planar(colour)
+    return image
+
+
 def _paint(image, mask, colour):
-    """Alpha-blends `colour` ((n,3) or (3,)) into `image` (n,S,S,3) under `mask` (n,S,S)."""
-    colour = np.asarray(colour, "float32").reshape(-1, 1, 1, 3)
-    return image * (1.0 - mask[..., None]) + colour * mask[..., None]
+    """Alpha-blends `colour` ((3,), (n,3) or planar) into `image` (n,3,S,S) under
+    `mask` (n,S,S), in place."""
+    delta = np.subtract(_planar(colour), image)
+    delta *= mask[:, None]
+    image += delta
+    return image
+
+
+@lru_cache(maxsize=64)
+def _lerp_matrix(cells, size):
+    """(size, cells + 1) bilinear weights from a lattice to pixels, corners aligned
+    (what `scipy.ndimage.zoom(order=1)` does)."""
+    pos = np.arange(size, dtype="float64") * cells / max(size - 1, 1)
+    low = np.minimum(pos.astype(int), cells - 1)
+    frac = (pos - low).astype("float32")
+    matrix = np.zeros((size, cells + 1), "float32")
+    matrix[np.arange(size), low] = 1.0 - frac
+    matrix[np.arange(size), low + 1] = frac
+    matrix.setflags(write=False)
+    return matrix
 
 
 def _smooth_noise(rng, n, size, cells):
-    """Bilinear value noise in [0, 1], `cells` lattice cells per side."""
+    """Bilinear value noise in [0, 1], `cells` lattice cells per side: (n,S,S)."""
     low = rng.random((n, cells + 1, cells + 1), dtype="float32")
-    out = ndimage.zoom(low, (1, size / (cells + 1), size / (cells + 1)), order=1)
-    return out[:, :size, :size]
+    lerp = _lerp_matrix(cells, size)
+    return np.matmul(lerp, low @ lerp.T)
+
+
+def _random_bytes(rng, shape, dtype="uint8"):
+    return np.frombuffer(rng.bytes(int(np.prod(shape))), dtype).reshape(shape)
 
 
 def _blobs(rng, n, size, count, sigma):
@@ -108,24 +185,83 @@ def _blobs(rng, n, size, count, sigma):
     count = np.maximum(np.asarray(count).astype(int).reshape(-1), 0) * np.ones(n, int)
     idx = np.repeat(np.arange(n), count)
     field[idx, rng.integers(0, size, idx.size), rng.integers(0, size, idx.size)] = 1.0
-    field = ndimage.gaussian_filter(field, (0, sigma, sigma))
-    return np.clip(field * (2 * np.pi * sigma**2) * 1.6, 0.0, 1.0)
+    field = ndimage.gaussian_filter(field, (0, sigma, sigma), truncate=3.0)
+    field *= 2 * np.pi * sigma**2 * 1.6
+    return np.clip(field, 0.0, 1.0, out=field)
 
 
-def _finish(rng, image, tint, blur_sigma, noise_std):
-    """Stain tint (n,3), blur (per image group), additive noise; returns uint8."""
-    image = image * tint[:, None, None, :]
-    for sigma in np.unique(blur_sigma):
-        if sigma > 0:
-            sel = blur_sigma == sigma
-            image[sel] = ndimage.gaussian_filter(image[sel], (0, sigma, sigma, 0))
-    image += rng.normal(0.0, 1.0, image.shape).astype("float32") * noise_std[:, None, None, None]
-    return (np.clip(image, 0.0, 1.0) * 255.0 + 0.5).astype("uint8")
+def _blur_side(sigma):
+    """Side weight of the 3-tap kernel [w, 1, w] for per-image Gaussian `sigma` (n,):
+    the Gaussian's values at -1, 0, 1 (0 = no blur)."""
+    sigma = np.asarray(sigma, "float32")
+    return np.where(sigma > 0, np.exp(-0.5 / np.maximum(sigma, 1e-3) ** 2), 0.0).astype("float32")
+
+
+def _gain(tint, side):
+    """Per-channel factor (n,3) that `_finish` expects to be applied already: stain tint,
+    the 0..255 scale, and the 2-D normalisation 1 / (1 + 2w)^2 of the blur kernel."""
+    return (np.asarray(tint, "float32") * 255.0 / (1.0 + 2.0 * side[:, None]) ** 2).astype(
+        "float32"
+    )
+
+
+def _blur3(image, side):
+    """In place, unnormalised separable 3-tap blur [w, 1, w] of (n,S,S,3), reflecting
+    at the borders as `scipy.ndimage` does; `_gain` holds the normalisation."""
+    if image.shape[1] < 2:
+        return image
+    weight = side.reshape(-1, 1, 1, 1)
+    neighbours = np.empty_like(image)
+    for axis in (2, 1):
+
+        def cut(start, stop, axis=axis):
+            return (slice(None),) * axis + (slice(start, stop),)
+
+        np.add(image[cut(None, -2)], image[cut(2, None)], out=neighbours[cut(1, -1)])
+        np.add(image[cut(0, 1)], image[cut(1, 2)], out=neighbours[cut(0, 1)])
+        np.add(image[cut(-2, -1)], image[cut(-1, None)], out=neighbours[cut(-1, None)])
+        neighbours *= weight
+        image += neighbours
+    return image
+
+
+def _to_pixels(planar, gain):
+    """Planar (n,3,S,S) floats times per-image channel `gain` (n,3) as (n,S,S,3): one
+    small matrix product per image does the scaling and the transposition."""
+    n, _, height, width = planar.shape
+    diagonal = np.zeros((n, 3, 3), "float32")
+    diagonal[:, [0, 1, 2], [0, 1, 2]] = gain
+    pixels = np.matmul(planar.reshape(n, 3, height * width).transpose(0, 2, 1), diagonal)
+    return pixels.reshape(n, height, width, 3)
+
+
+def _finish(rng, image, side, noise_std, out, order=None):
+    """Blur (side weights (n,), see `_blur_side`) and additive noise (std (n,), in
+    [0, 1] units) of an (n,S,S,3) float image already multiplied by `_gain`; writes
+    uint8 into `out`, row i to `out[order[i]]` if `order` is given."""
+    if np.any(side > 0):
+        _blur3(image, side)
+    # Zero-mean uniform noise of std `noise_std` from raw random bytes (cheap).
+    scale = (np.asarray(noise_std, "float32") * (255.0 / _INT8_STD)).reshape(-1, 1, 1, 1)
+    image += np.multiply(_random_bytes(rng, image.shape, "int8"), scale, dtype="float32")
+    np.clip(image, 0.0, 255.0, out=image)
+    if order is None:
+        out[...] = image
+    else:
+        out[order] = image.astype("uint8")
 
 
 def _class_labels(rng, num_images, proportions):
     proportions = np.asarray(proportions, "float64")
     return rng.choice(len(proportions), size=num_images, p=proportions / proportions.sum())
+
+
+def _class_slices(labels, num_classes):
+    """Sorted `labels` -> {class: slice of its rows}."""
+    bounds = np.searchsorted(labels, np.arange(num_classes + 1))
+    return {
+        c: slice(bounds[c], bounds[c + 1]) for c in range(num_classes) if bounds[c + 1] > bounds[c]
+    }
 
 
 # --- white cells -------------------------------------------------------------
@@ -161,6 +297,7 @@ _WBC = {
     "density": np.array([0.18, 0.0, 0.06, 0.55, 0.55], "float32"),
     "coarse": np.array([False, False, False, True, True]),
 }
+_LOBES = (5, 1, 1, 3, 1)  # nucleus disks per class (absent ones have radius -1)
 
 
 def _nucleus_disks(rng, labels, radius):
@@ -168,7 +305,7 @@ def _nucleus_disks(rng, labels, radius):
     n = labels.size
     cx = np.zeros((n, 5), "float32")
     cy = np.zeros((n, 5), "float32")
-    r = np.zeros((n, 5), "float32")
+    r = np.full((n, 5), -1.0, "float32")
     neg = np.zeros((n, 3), "float32")  # cx, cy, r of the monocyte indentation
     phase = rng.uniform(0, 2 * np.pi, n).astype("float32")
     # Neutrophil: 2-5 lobes on an arc (band forms have 2, mature 3-5).
@@ -264,9 +401,7 @@ def white_cells(
     if imbalance < 1:
         raise ValueError(f"imbalance is the max/min class ratio, >= 1; received {imbalance}.")
     rng = np.random.default_rng(seed)
-    tint, scale, blur, light, noise, background, sub_tint, sub_scale = _styles(
-        style_seed, domains, subjects_per_domain
-    )
+    styles = _styles(style_seed, domains, subjects_per_domain)
     domain = rng.integers(0, domains, num_images)
     subject = rng.integers(0, subjects_per_domain, num_images)
     profile = imbalance ** (-np.arange(num_classes) / max(num_classes - 1, 1))
@@ -275,12 +410,15 @@ def white_cells(
         sel = domain == d
         labels[sel] = _class_labels(rng, int(sel.sum()), np.roll(profile, d))
     images = np.empty((num_images, image_size, image_size, 3), "uint8")
-    for start in range(0, num_images, _CHUNK):
-        part = slice(start, min(start + _CHUNK, num_images))
-        images[part] = _render_cells(
-            rng, labels[part], domain[part], subject[part], image_size,
-            (tint, scale, blur, light, noise, background, sub_tint, sub_scale),
+
+    def render(chunk_rng, rows):
+        order = np.argsort(labels[rows], kind="stable")
+        _render_cells(
+            chunk_rng, labels[rows][order], domain[rows][order], subject[rows][order],
+            image_size, styles, images[rows], order,
         )  # fmt: skip
+
+    _run_chunks(rng, num_images, image_size, render)
     names = WHITE_CELL_CLASSES[:num_classes]
     return _frame(
         images,
@@ -292,48 +430,112 @@ def white_cells(
     )
 
 
-def _render_cells(rng, labels, domain, subject, size, styles):
+def _disk_margin(u, v, cx, cy, r):
+    """r - distance to (cx, cy) on (m,S,S) coordinates; cx, cy, r of shape (m,)."""
+    du = u - cx[:, None, None]
+    du *= du
+    dv = v - cy[:, None, None]
+    dv *= dv
+    du += dv
+    np.sqrt(du, out=du)
+    return np.subtract(r[:, None, None], du, out=du)
+
+
+def _render_cells(rng, labels, domain, subject, size, styles, out, order):
+    """Renders cells whose `labels` are sorted (classes are contiguous row ranges)."""
     tint, scale, blur, light, noise, background, sub_tint, sub_scale = styles
     n = labels.size
     y, x = _grid(size)
     radius = _WBC["radius"][labels] * scale[domain] * sub_scale[domain, subject]
-    radius = (radius * rng.uniform(0.92, 1.08, n)).astype("float32")[:, None, None]
-    theta = rng.uniform(0, 2 * np.pi, n).astype("float32")[:, None, None]
-    aspect = rng.uniform(0.88, 1.12, n).astype("float32")[:, None, None]
+    radius = (radius * rng.uniform(0.92, 1.08, n)).astype("float32")
+    theta = rng.uniform(0, 2 * np.pi, n).astype("float32")
+    aspect = rng.uniform(0.88, 1.12, n).astype("float32")
     shift = rng.uniform(-0.08, 0.08, (n, 2)).astype("float32")
-    # Cell-centred, rotated, elliptical coordinates in units of the cell radius.
-    yc, xc = y - shift[:, 0, None, None], x - shift[:, 1, None, None]
-    u = (np.cos(theta) * xc + np.sin(theta) * yc) / radius * aspect
-    v = (-np.sin(theta) * xc + np.cos(theta) * yc) / radius / aspect
-    edge = 2.0 / size / radius  # one pixel in cell units
-    cell = _soft_disk(np.sqrt(u**2 + v**2), 1.0, edge)
+    # Cell-centred, rotated, elliptical coordinates in units of the cell radius:
+    # u = (cos t (x - sx) + sin t (y - sy)) a / r, v = (-sin t (x - sx) + cos t (y - sy)) / (a r),
+    # each one pass over the pixels from a row term and a column term.
+    cos, sin = np.cos(theta), np.sin(theta)
+    su, sv = aspect / radius, 1.0 / (aspect * radius)
+    ux, uy, vx, vy = cos * su, sin * su, -sin * sv, cos * sv
+    u0 = -(ux * shift[:, 1] + uy * shift[:, 0])
+    v0 = -(vx * shift[:, 1] + vy * shift[:, 0])
+    u = ux[:, None, None] * x + (uy[:, None, None] * y + u0[:, None, None])
+    v = vx[:, None, None] * x + (vy[:, None, None] * y + v0[:, None, None])
+    sharp = (size * radius / 2.0).astype("float32")[:, None, None]  # 1 / (one pixel in cell units)
+    cell = np.multiply(u, u)
+    cell += v * v
+    np.sqrt(cell, out=cell)
+    np.subtract(1.0, cell, out=cell)
+    cell *= sharp
+    cell += 0.5
+    np.clip(cell, 0.0, 1.0, out=cell)
+    # Nucleus: the union of the class's disks (max of signed margins), minus the
+    # monocyte indentation, inside the cell.
     cx, cy, r, neg = _nucleus_disks(rng, labels, radius)
-    nucleus = np.zeros_like(cell)
-    for k in range(5):
-        d = np.sqrt((u - cx[:, k, None, None]) ** 2 + (v - cy[:, k, None, None]) ** 2)
-        nucleus = np.maximum(nucleus, _soft_disk(d, r[:, k, None, None], edge))
-    d_neg = np.sqrt((u - neg[:, 0, None, None]) ** 2 + (v - neg[:, 1, None, None]) ** 2)
-    nucleus *= 1.0 - _soft_disk(d_neg, neg[:, 2, None, None], edge)
+    nucleus = np.empty_like(cell)
+    slices = _class_slices(labels, len(_LOBES))
+    for c, rows in slices.items():
+        margin = _disk_margin(u[rows], v[rows], cx[rows, 0], cy[rows, 0], r[rows, 0])
+        for k in range(1, _LOBES[c]):
+            lobe = _disk_margin(u[rows], v[rows], cx[rows, k], cy[rows, k], r[rows, k])
+            np.maximum(margin, lobe, out=margin)
+        if c == 2:  # monocyte: outside the indentation disk
+            inside = _disk_margin(u[rows], v[rows], neg[rows, 0], neg[rows, 1], neg[rows, 2])
+            np.minimum(margin, np.negative(inside, out=inside), out=margin)
+        nucleus[rows] = margin
+    nucleus *= sharp
+    nucleus += 0.5
+    np.clip(nucleus, 0.0, 1.0, out=nucleus)
     nucleus *= cell
-    fine = rng.random((n, size, size), dtype="float32")
-    coarse = np.repeat(
-        np.repeat(rng.random((n, size // 2, size // 2), dtype="float32"), 2, 1), 2, 2
-    )
-    grain = np.where(_WBC["coarse"][labels][:, None, None], coarse, fine)
+    # Granules: fine (1 px) or coarse (2 px) random speckle over the cytoplasm
+    # (basophils: over the nucleus too).
     density = _WBC["density"][labels] * rng.uniform(0.7, 1.3, n)
-    granules = (grain < density[:, None, None]).astype("float32") * cell
-    # Background: the hospital's glass colour with an illumination gradient.
-    gradient = 1.0 + light[domain, 0, None, None] * x + light[domain, 1, None, None] * y
-    image = np.broadcast_to(background[domain][:, None, None, :], (n, size, size, 3)).copy()
-    image *= gradient[..., None]
-    image = _paint(image, cell, _WBC["cytoplasm"][labels] * rng.uniform(0.94, 1.06, (n, 3)))
-    texture = 0.85 + 0.3 * _smooth_noise(rng, n, size, max(size // 8, 2))
-    nucleus_colour = _WBC["nucleus"][labels][:, None, None, :] * texture[..., None]
-    image = image * (1 - nucleus[..., None]) + nucleus_colour * nucleus[..., None]
-    over = np.where((labels == 4)[:, None, None], granules, granules * (1 - nucleus))
-    image = _paint(image, over * 0.85, _WBC["granule"][labels])
-    colour = tint[domain] * sub_tint[domain, subject]
-    return _finish(rng, image, colour, blur[domain], noise[domain])
+    threshold = np.round(density * 256.0)[:, None, None]
+    weights = np.empty((n, 4, size, size), "float32")  # glass, cytoplasm, nucleus, granules
+    granules = weights[:, 3]
+    granules[...] = 0.0
+    half = (size + 1) // 2
+    for c, rows in slices.items():
+        if _WBC["density"][c] == 0:
+            continue
+        m = rows.stop - rows.start
+        if _WBC["coarse"][c]:
+            grain = _random_bytes(rng, (m, half, half))
+            grain = np.repeat(np.repeat(grain, 2, 1), 2, 2)[:, :size, :size]
+        else:
+            grain = _random_bytes(rng, (m, size, size))
+        over = np.multiply(grain < threshold[rows], cell[rows], out=granules[rows])
+        if c != 4:
+            over *= 1.0 - nucleus[rows]
+        over *= 0.85
+    # Layers, bottom to top: glass (with the hospital's illumination gradient),
+    # cytoplasm, nucleus (with texture), granules. Their visible weights are
+    # single-channel products; the RGB image is one small matrix product per image
+    # of the layers' colours (tint and scale folded in) with the weights.
+    keep = np.subtract(1.0, granules, out=weights[:, 0])
+    w_nucleus = np.multiply(nucleus, keep, out=weights[:, 2])
+    rest = np.subtract(keep, w_nucleus, out=weights[:, 0])  # (1 - nucleus) (1 - granules)
+    w_cytoplasm = np.multiply(cell, rest, out=weights[:, 1])
+    w_glass = np.subtract(rest, w_cytoplasm, out=weights[:, 0])
+    w_glass *= light[domain, 0, None, None] * x + (light[domain, 1, None, None] * y + 1.0)
+    texture = _smooth_noise(rng, n, size, max(size // 8, 2))
+    texture *= 0.3
+    texture += 0.85
+    w_nucleus *= texture
+    colours = np.stack(
+        [
+            background[domain],
+            _WBC["cytoplasm"][labels] * rng.uniform(0.94, 1.06, (n, 3)),
+            _WBC["nucleus"][labels],
+            _WBC["granule"][labels],
+        ],
+        axis=2,
+    )  # (n, 3 channels, 4 layers)
+    side = _blur_side(blur[domain])
+    colours *= _gain(tint[domain] * sub_tint[domain, subject], side)[:, :, None]
+    colours = colours.astype("float32").transpose(0, 2, 1)  # (n, 4 layers, 3 channels)
+    image = np.matmul(weights.reshape(n, 4, size * size).transpose(0, 2, 1), colours)
+    _finish(rng, image.reshape(n, size, size, 3), side, noise[domain], out, order)
 
 
 # --- tissue tiles ------------------------------------------------------------
@@ -341,73 +543,105 @@ def _render_cells(rng, labels, domain, subject, size, styles):
 
 def _stripes(rng, n, size, freq, warp):
     y, x = _grid(size)
-    theta = rng.uniform(0, np.pi, n).astype("float32")[:, None, None]
-    phase = (np.cos(theta) * x + np.sin(theta) * y) * freq[:, None, None]
-    phase = phase + warp * _smooth_noise(rng, n, size, 3)
-    return 0.5 + 0.5 * np.sin(phase)
+    theta = rng.uniform(0, np.pi, n).astype("float32")
+    fx = (np.cos(theta) * freq).astype("float32")[:, None, None]
+    fy = (np.sin(theta) * freq).astype("float32")[:, None, None]
+    phase = _smooth_noise(rng, n, size, 3)
+    phase *= warp
+    phase += fx * x
+    phase += fy * y
+    np.sin(phase, out=phase)
+    phase *= 0.5
+    phase += 0.5
+    return phase
 
 
-def _tissue_class(rng, name, n, size):
-    """Renders n tiles of one CRC-like class as floats in [0, 1]."""
-    base = np.ones((n, size, size, 3), "float32")
+def _tissue_class(rng, name, image):
+    """Renders tiles of one CRC-like class into the planar float view `image` (n,3,S,S)."""
+    n, size = image.shape[0], image.shape[-1]
     sparse = size * size / 4096.0  # object counts scale with the tile area
     if name == "ADI":  # large empty fat cells with thin pink membranes
         field = _smooth_noise(rng, n, size, max(size // 24, 2))
-        membrane = np.clip(1.0 - np.abs(np.sin(7 * np.pi * field)) / 0.18, 0, 1)
-        return _paint(base * _W, membrane * 0.8, _E)
+        membrane = np.abs(np.sin(7 * np.pi * field, out=field), out=field)
+        membrane *= -0.8 / 0.18
+        membrane += 0.8
+        np.clip(membrane, 0, 0.8, out=membrane)
+        return _paint(_fill(image, _W), membrane, _E)
     if name == "BACK":  # empty or dusty glass
         grey = rng.uniform(0.7, 0.95, (n, 1, 1, 1)).astype("float32")
-        return base * grey + 0.05 * _smooth_noise(rng, n, size, 2)[..., None]
+        dust = _smooth_noise(rng, n, size, 2)
+        dust *= 0.05
+        return np.add(grey, dust[:, None], out=image)
     if name == "DEB":  # mottled pink with scattered dark fragments and blood
         mottle = _smooth_noise(rng, n, size, max(size // 10, 2))
-        image = _paint(base * _W, 0.4 + 0.6 * mottle, _E * 0.95)
-        image = _paint(image, _blobs(rng, n, size, rng.integers(15, 40, n) * sparse, 0.7), _H)
-        return _paint(image, 0.7 * (mottle > 0.8), [0.8, 0.25, 0.3])
+        _paint(_fill(image, _W), 0.4 + 0.6 * mottle, _E * 0.95)
+        _paint(image, _blobs(rng, n, size, rng.integers(15, 40, n) * sparse, 0.7), _H)
+        return _paint(
+            image, np.where(mottle > 0.8, np.float32(0.7), np.float32(0)), [0.8, 0.25, 0.3]
+        )
     if name == "LYM":  # dense small round dark nuclei
-        image = _paint(base * _W, np.full((n, size, size), 0.35, "float32"), _E)
+        _fill(image, _W + 0.35 * (_E - _W))
         return _paint(
             image, _blobs(rng, n, size, rng.integers(140, 220, n) * sparse, 1.1), _H * 0.8
         )
     if name == "MUC":  # pale blue-lilac wisps
         wisps = _smooth_noise(rng, n, size, max(size // 12, 2))
-        return _paint(base * _W, 0.3 + 0.5 * wisps, [0.72, 0.72, 0.9])
+        wisps *= 0.5
+        wisps += 0.3
+        return _paint(_fill(image, _W), wisps, [0.72, 0.72, 0.9])
     if name == "MUS":  # dense pink fibres, elongated nuclei along them
         fibres = _stripes(rng, n, size, rng.uniform(14, 22, n), 2.0)
-        image = _paint(base * _W, 0.55 + 0.45 * fibres, _E * 0.9)
-        nuclei = _blobs(rng, n, size, rng.integers(6, 14, n) * sparse, 1.0) * (fibres > 0.7)
+        _paint(_fill(image, _W), 0.55 + 0.45 * fibres, _E * 0.9)
+        nuclei = _blobs(rng, n, size, rng.integers(6, 14, n) * sparse, 1.0)
+        nuclei *= fibres > 0.7
         return _paint(image, nuclei, _H)
     if name == "NORM":  # glands: a ring of nuclei around a white lumen
         y, x = _grid(size)
         cy, cx = rng.uniform(-0.3, 0.3, (2, n, 1, 1)).astype("float32")
         radius = rng.uniform(0.35, 0.6, (n, 1, 1)).astype("float32")
-        d = np.sqrt((y - cy) ** 2 + (x - cx) ** 2)
-        image = _paint(base * _W, np.full((n, size, size), 0.55, "float32"), _E)
+        dy, dx = y - cy, x - cx
+        d = np.sqrt(dy * dy + dx * dx)
+        _fill(image, _W + 0.55 * (_E - _W))
         ring = np.clip(1 - np.abs(d - radius) / 0.1, 0, 1)
-        beads = 0.6 + 0.4 * np.sin(np.arctan2(y - cy, x - cx) * rng.integers(10, 18, (n, 1, 1)))
-        image = _paint(image, ring * beads, _H)
+        beads = np.arctan2(dy, dx)
+        beads *= rng.integers(10, 18, (n, 1, 1)).astype("float32")
+        np.sin(beads, out=beads)
+        beads *= 0.4
+        beads += 0.6
+        ring *= beads
+        _paint(image, ring, _H)
         return _paint(image, _soft_disk(d, radius - 0.12, 0.05), _W)
     if name == "STR":  # pale wavy fibres, sparse nuclei
         fibres = _stripes(rng, n, size, rng.uniform(6, 11, n), 4.0)
-        image = _paint(base * _W, 0.25 + 0.35 * fibres, _E)
+        fibres *= 0.35
+        fibres += 0.25
+        _paint(_fill(image, _W), fibres, _E)
         return _paint(image, _blobs(rng, n, size, rng.integers(3, 8, n) * sparse, 0.9), _H)
     if name == "TUM":  # crowded large irregular nuclei
         field = _smooth_noise(rng, n, size, max(size // 6, 2))
-        nuclei = np.clip((field - 0.5) / 0.08, 0, 1)
-        image = _paint(base * _W, np.full((n, size, size), 0.6, "float32"), _E)
-        return _paint(image, nuclei * 0.9, _H * rng.uniform(0.85, 1.1, (n, 3)))
+        field -= 0.5
+        field *= 0.9 / 0.08
+        nuclei = np.clip(field, 0, 0.9, out=field)
+        _fill(image, _W + 0.6 * (_E - _W))
+        return _paint(image, nuclei, _H * rng.uniform(0.85, 1.1, (n, 3)))
     raise ValueError(f"Unknown tissue class {name!r}; expected one of {TISSUE_CLASSES}.")
 
 
-def _render_tissue(rng, labels, names, size, tint=None):
+def _render_tissue(rng, labels, names, size, out, tint=None):
+    """Renders one chunk of tiles of classes `labels` into `out` (uint8 (n,S,S,3))."""
     n = labels.size
-    image = np.empty((n, size, size, 3), "float32")
-    for c in np.unique(labels):
-        sel = labels == c
-        image[sel] = _tissue_class(rng, names[c], int(sel.sum()), size)
+    order = np.argsort(labels, kind="stable")
+    labels = labels[order]
+    image = np.empty((n, 3, size, size), "float32")
+    for c, rows in _class_slices(labels, len(names)).items():
+        _tissue_class(rng, names[c], image[rows])
     if tint is None:
         tint = 1.0 + rng.uniform(-0.06, 0.06, (n, 3)).astype("float32")
-    blur = rng.choice(np.array([0.0, 0.5], "float32"), n)
-    return _finish(rng, image, tint, blur, np.full(n, 0.02, "float32"))
+    else:
+        tint = np.asarray(tint, "float32")[order]
+    side = _blur_side(rng.choice(np.array([0.0, 0.5], "float32"), n))
+    image = _to_pixels(image, _gain(tint, side))
+    _finish(rng, image, side, np.full(n, 0.02, "float32"), out, order)
 
 
 def tissue_tiles(num_images, image_size=64, seed=0, class_counts=None):
@@ -432,9 +666,11 @@ def tissue_tiles(num_images, image_size=64, seed=0, class_counts=None):
         labels = np.arange(num_images) % 9
     labels = rng.permutation(labels).astype("int64")
     images = np.empty((labels.size, image_size, image_size, 3), "uint8")
-    for start in range(0, labels.size, _CHUNK):
-        part = slice(start, start + _CHUNK)
-        images[part] = _render_tissue(rng, labels[part], TISSUE_CLASSES, image_size)
+
+    def render(chunk_rng, rows):
+        _render_tissue(chunk_rng, labels[rows], TISSUE_CLASSES, image_size, images[rows])
+
+    _run_chunks(rng, labels.size, image_size, render)
     return _frame(
         images,
         labels,
@@ -459,11 +695,14 @@ def idc_like(num_patients=20, patches_per_patient=(20, 60), image_size=50, seed=
     )
     patient_tint = 1.0 + rng.uniform(-0.1, 0.1, (num_patients, 3)).astype("float32")
     images = np.empty((patient.size, image_size, image_size, 3), "uint8")
-    for start in range(0, patient.size, _CHUNK):
-        part = slice(start, start + _CHUNK)
-        images[part] = _render_tissue(
-            rng, texture[part], TISSUE_CLASSES, image_size, patient_tint[patient[part]]
-        )
+
+    def render(chunk_rng, rows):
+        _render_tissue(
+            chunk_rng, texture[rows], TISSUE_CLASSES, image_size, images[rows],
+            patient_tint[patient[rows]],
+        )  # fmt: skip
+
+    _run_chunks(rng, patient.size, image_size, render)
     return _frame(
         images,
         labels,
@@ -477,6 +716,52 @@ def idc_like(num_patients=20, patches_per_patient=(20, 60), image_size=50, seed=
 # --- nuclei scenes -----------------------------------------------------------
 
 
+def _nuclei_masks(rng, n, size, nuclei_per_image):
+    """Instance maps (n,S,S) int32 of random elliptical nuclei (later ones overlap
+    earlier ones; visible parts under 4 px are dropped; ids renumbered 1..K) and K."""
+    k = rng.integers(nuclei_per_image[0], nuclei_per_image[1] + 1, n)
+    total = int(k.sum())
+    masks = np.zeros((n, size, size), "int32")
+    if total == 0:
+        return masks, np.zeros(n, "int64")
+    first = np.cumsum(k) - k
+    ident = (np.arange(total) - np.repeat(first, k) + 1).astype("int32")  # 1..k per image
+    cy, cx = rng.uniform(0, size, (2, total)).astype("float32")
+    a = (rng.uniform(3.0, 7.0, total) * size / 128.0 + 1.5).astype("float32")
+    b = a * rng.uniform(0.55, 1.0, total).astype("float32")
+    t = rng.uniform(0, np.pi, total).astype("float32")
+    # Each ellipse is evaluated in a (W,W) window around its centre, not over the image.
+    reach = int(np.ceil(a.max())) + 1
+    width = 2 * reach + 1
+    offsets = np.arange(-reach, reach + 1)
+    y0, x0 = np.round(cy).astype(int), np.round(cx).astype(int)
+    dy = ((y0 - cy)[:, None] + offsets).astype("float32")  # pixel minus centre, (N,W)
+    dx = ((x0 - cx)[:, None] + offsets).astype("float32")
+    cos, sin = np.cos(t)[:, None], np.sin(t)[:, None]
+    along = (cos / a[:, None] * dx)[:, None, :] + (sin / a[:, None] * dy)[:, :, None]
+    across = (cos / b[:, None] * dy)[:, :, None] - (sin / b[:, None] * dx)[:, None, :]
+    along *= along
+    across *= across
+    along += across
+    rows_ok = ((y0[:, None] + offsets) >= 0) & ((y0[:, None] + offsets) < size)
+    cols_ok = ((x0[:, None] + offsets) >= 0) & ((x0[:, None] + offsets) < size)
+    inside = (along <= 1.0) & rows_ok[:, :, None] & cols_ok[:, None, :]
+    index = np.flatnonzero(inside)
+    which, rest = np.divmod(index, width * width)
+    corner = (np.repeat(np.arange(n), k) * size + y0 - reach) * size + x0 - reach
+    cells = corner[which] + (rest // width) * size + rest % width
+    flat = masks.reshape(-1)
+    np.maximum.at(flat, cells, ident[which])  # the latest nucleus wins
+    won = flat[cells] == ident[which]
+    # Drop nuclei with fewer than 4 visible pixels and renumber the rest 1..K.
+    keep = np.bincount(which[won], minlength=total) >= 4
+    kept = np.concatenate([[0], np.cumsum(keep)])
+    new_id = ((kept[1:] - np.repeat(kept[first], k)) * keep).astype("int32")
+    flat[...] = 0
+    flat[cells[won]] = new_id[which[won]]
+    return masks, np.diff(kept[np.append(first, total)]).astype("int64")
+
+
 def nuclei_scenes(num_images, image_size=128, seed=0, nuclei_per_image=(5, 25)):
     """H&E-like scenes with elliptical nuclei and their instance masks.
 
@@ -486,39 +771,33 @@ def nuclei_scenes(num_images, image_size=128, seed=0, nuclei_per_image=(5, 25)):
         "nucleus".
     """
     rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:image_size, 0:image_size].astype("float32")
-    masks = np.zeros((num_images, image_size, image_size), "int32")
+    images = np.empty((num_images, image_size, image_size, 3), "uint8")
+    masks = np.empty((num_images, image_size, image_size), "int32")
     counts = np.zeros(num_images, "int64")
-    for i in range(num_images):
-        k = rng.integers(nuclei_per_image[0], nuclei_per_image[1] + 1)
-        cy, cx = rng.uniform(0, image_size, (2, k, 1, 1))
-        a = rng.uniform(3.0, 7.0, (k, 1, 1)) * image_size / 128.0 + 1.5
-        b = a * rng.uniform(0.55, 1.0, (k, 1, 1))
-        t = rng.uniform(0, np.pi, (k, 1, 1))
-        du, dv = xx - cx, yy - cy
-        inside = ((np.cos(t) * du + np.sin(t) * dv) / a) ** 2 + (
-            (-np.sin(t) * du + np.cos(t) * dv) / b
-        ) ** 2 <= 1
-        instance = np.zeros((image_size, image_size), "int32")
-        for j in range(k):  # later nuclei overlap earlier ones
-            instance[inside[j]] = j + 1
-        ids, area = np.unique(instance[instance > 0], return_counts=True)
-        keep = ids[area >= 4]
-        relabel = np.zeros(k + 1, "int32")
-        relabel[keep] = np.arange(1, keep.size + 1)
-        masks[i] = relabel[instance]
-        counts[i] = keep.size
-    fg = (masks > 0).astype("float32")
-    image = _paint(
-        np.ones((num_images, image_size, image_size, 3), "float32") * _W,
-        0.45 + 0.3 * _smooth_noise(rng, num_images, image_size, 6),
-        _E,
-    )
-    image = _paint(image, fg * (0.75 + 0.25 * rng.random(fg.shape, dtype="float32")), _H)
-    tint = 1.0 + rng.uniform(-0.06, 0.06, (num_images, 3)).astype("float32")
-    images = _finish(
-        rng, image, tint, np.full(num_images, 0.6, "float32"), np.full(num_images, 0.02, "float32")
-    )
+
+    def render(chunk_rng, rows):
+        n = rows.stop - rows.start
+        masks[rows], counts[rows] = _nuclei_masks(chunk_rng, n, image_size, nuclei_per_image)
+        # Layers: glass, eosin stroma (alpha 0.45..0.75), haematoxylin nuclei.
+        weights = np.empty((n, 3, image_size, image_size), "float32")
+        shade = _random_bytes(chunk_rng, (n, image_size, image_size))
+        nuclei = np.multiply(shade, np.float32(0.25 / 255.0), out=weights[:, 2])
+        nuclei += 0.75
+        nuclei *= masks[rows] > 0
+        stroma = _smooth_noise(chunk_rng, n, image_size, 6)
+        stroma *= 0.3
+        stroma += 0.45
+        clear = np.subtract(1.0, nuclei, out=weights[:, 0])
+        np.multiply(stroma, clear, out=weights[:, 1])
+        clear -= weights[:, 1]
+        tint = 1.0 + chunk_rng.uniform(-0.06, 0.06, (n, 3)).astype("float32")
+        side = _blur_side(np.full(n, 0.6, "float32"))
+        colours = np.stack([_W, _E, _H])[None] * _gain(tint, side)[:, None, :]  # (n, 3, 3)
+        pixels = np.matmul(weights.reshape(n, 3, -1).transpose(0, 2, 1), colours)
+        pixels = pixels.reshape(n, image_size, image_size, 3)
+        _finish(chunk_rng, pixels, side, np.full(n, 0.02, "float32"), images[rows])
+
+    _run_chunks(rng, num_images, image_size, render)
     return _frame(
         images,
         np.zeros(num_images, "int64"),
