@@ -15,9 +15,9 @@ Data: `--config.data.root` (holding NCT-CRC-HE-100K/ and CRC-VAL-HE-7K/ as
 published on Zenodo 1214456), or `--config.data.download=True` when online;
 otherwise synthetic CRC-like tiles at CPU scale with a loud banner.
 
-Result: paper (Table V): CFAL macro-F1 0.95, accuracy 96.3 %; measured: see
-`<workdir>/report.md` and docs/papers.md (written by
-reproductions/collect_results.py from a real run, never by hand).
+<!-- cfal_crc:result:start -->
+No run collected yet: `python reproductions/collect_results.py <workdir> --update_docs`.
+<!-- cfal_crc:result:end -->
 """
 
 import logging

@@ -13,6 +13,7 @@ typed by hand: every number comes from the files.
 import json
 import os
 import sys
+import textwrap
 
 from absl import app, flags
 
@@ -72,6 +73,48 @@ def collect(workdirs):
     return "\n".join(parts)
 
 
+def _run_info(workdir):
+    """(hardware, minutes) of a run: run.json, else the report's header line."""
+    path = os.path.join(workdir, "run.json")
+    if os.path.exists(path):
+        with open(path) as f:
+            info = json.load(f)
+        return info["hardware"], info["elapsed_min"]
+    with open(os.path.join(workdir, "report.md")) as f:
+        for line in f:
+            if "whole run" in line:  # "...; <hardware>; whole run X min."
+                parts = line.strip().rstrip(".").split("; ")
+                return parts[-2], float(parts[-1].split()[-2])
+    return "unknown hardware", float("nan")
+
+
+def result_line(workdir, method="cfal", setting=None):
+    """The module docstring's result line (HOUSE_STYLE): paper vs measured."""
+    with open(os.path.join(workdir, "config.json")) as f:
+        config = json.load(f)
+    records = [r for r in report.read_results(workdir) if r.get("kind") == "single"]
+    setting = setting or records[-1]["setting"]
+    paper = config["paper"]
+    _, _, p_f1, p_acc = dict(paper["results"])[method]
+    lines = []
+    for name in (method, "ce"):
+        rows = [r for r in records if r["method"] == name and r["setting"] == setting]
+        f1 = [r["f1"] for r in rows]
+        acc = [100 * r["accuracy"] for r in rows]
+        lines.append(
+            f"{name} macro-F1 {report.mean_std_cell(f1)}, accuracy "
+            f"{report.mean_std_cell(acc, digits=1)} % over {len(rows)} runs"
+        )
+    hardware, minutes = _run_info(workdir)
+    data = "synthetic data" if any(r.get("synthetic") for r in records) else "real data"
+    return (
+        f"Result: paper ({paper['results_table']}): {method} macro-F1 {p_f1:.2f}, accuracy "
+        f"{p_acc:.1f} %; measured (`{config['variant']}` config, {data}, `{setting}` split): "
+        f"{lines[0]}; {lines[1]}; on {hardware}, {minutes:.0f} min "
+        f"(written by collect_results.py from `{os.path.basename(os.path.normpath(workdir))}`)."
+    )
+
+
 def main(argv):
     workdirs = argv[1:]
     if not workdirs:
@@ -80,6 +123,15 @@ def main(argv):
     if _UPDATE.value:
         report.replace_marked_block(_DOCS.value, MARKER, text)
         print(f"Updated {_DOCS.value}")
+        for workdir in workdirs:
+            if not report.is_done(workdir):
+                continue
+            with open(os.path.join(workdir, "config.json")) as f:
+                dataset = json.load(f)["dataset"]
+            script = os.path.join(os.path.dirname(__file__), f"cfal_{dataset}.py")
+            line = textwrap.fill(result_line(workdir), width=80)
+            report.replace_marked_block(script, f"cfal_{dataset}:result", line)
+            print(f"Updated {script}")
     else:
         print(text)
 

@@ -1,6 +1,7 @@
 """Smoke tests of reproductions/cfal_crc.py and reproductions/cfal_idc.py: each
 `main` with its smoke config writes results.jsonl, report.md, the models and done."""
 
+import functools
 import importlib.util
 import json
 import os
@@ -13,6 +14,7 @@ import pytest
 from absl import flags
 
 import tfcell  # noqa: F401  (registers the losses and layers for load_model)
+from tfcell.evaluation import report
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -22,6 +24,12 @@ def _load_script(name):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@functools.cache
+def _collector():
+    """collect_results.py defines absl flags, so it is loaded once per session."""
+    return _load_script("collect_results")
 
 
 @pytest.fixture(scope="module")
@@ -73,8 +81,7 @@ def test_saved_model_reloads_and_predicts_the_same(runs):
 
 
 def test_collect_results_builds_the_table(runs):
-    collect = _load_script("collect_results")
-    table = collect.collect([runs["cfal_idc"], runs["cfal_crc"]])
+    table = _collector().collect([runs["cfal_idc"], runs["cfal_crc"]])
     assert "cfal_idc" in table and "Cross-entropy" in table and "+-" in table
 
 
@@ -100,3 +107,11 @@ def _load_config(name, variant):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.get_config(variant)
+
+
+def test_result_line_comes_from_the_run(runs):
+    line = _collector().result_line(runs["cfal_idc"])
+    assert line.startswith("Result: paper (Table IV): cfal macro-F1 0.83")
+    records = [r for r in report.read_results(runs["cfal_idc"]) if r["method"] == "cfal"]
+    assert "synthetic data" in line and f"over {len(records)} runs" in line
+    assert f"{np.mean([r['f1'] for r in records]):.3f}" in line

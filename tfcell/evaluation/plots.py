@@ -1,5 +1,7 @@
 """Figures written as PNG files with matplotlib's Agg backend (no display needed)."""
 
+import textwrap
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -43,7 +45,8 @@ def plot_confusion_matrix(matrix, class_names, path, title=None):
                 color="white" if matrix[i, j] > 0.5 else "black",
             )
     if title:
-        ax.set_title(title, fontsize=9)
+        # Wrapped to the figure's width, so long method names are not clipped.
+        ax.set_title(textwrap.fill(title, width=max(20, int(7 * size))), fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -30,7 +30,11 @@ def _paper_row(paper, setting, method):
         row = dict(paper.get("long_tailed", {})).get(method)
         return (tuple(row) + (None,)) if row else (None,) * 4
     row = dict(paper.get("results", {})).get(method)
-    return tuple(row) if row else (None,) * 4
+    if row:
+        return tuple(row)
+    # The ablation tables (XI, XII) give only macro-F1 and accuracy.
+    ablation = dict(paper.get("ablation", {})).get(method)
+    return (None, None, *ablation) if ablation else (None,) * 4
 
 
 def _fmt(value, digits):

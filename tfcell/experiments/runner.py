@@ -8,6 +8,7 @@ writes into its workdir:
     results.jsonl                   one line per (setting, repeat, method) evaluation
     <setting>/<method>/model.keras  every network of the first repeat
     tensorboard/...                 TensorBoard logs (config.training.tensorboard)
+    run.json                        hardware and wall time of the whole run
     figures/*.png, report.md, done
 """
 
@@ -200,6 +201,9 @@ def run(config, workdir, settings_fn):
                     }
                 )
     elapsed = time.perf_counter() - start
+    write_json(
+        os.path.join(workdir, "run.json"), {"hardware": hardware(), "elapsed_min": elapsed / 60}
+    )
     path = cfal_report.write_report(workdir, config, elapsed=elapsed, hardware=hardware())
     report.write_done(workdir)
     return path
