@@ -120,7 +120,9 @@ def get_config(arg=None):
     config.num_repeats = (
         3  # Paired t-tests (Sec. V-A) need repeats; the paper does not say how many.
     )
-    config.save_model_repeats = 1  # Save <setting>/<method>/model.keras for the first repeat.
+    # Every trained network: <setting>/<method>/model.keras, later repeats in r<k>/
+    # (-1 = all repeats; n saves the first n, e.g. to spare disk with VGG19).
+    config.save_model_repeats = -1
 
     config.data = ml_collections.ConfigDict()
     config.data.root = ""  # IDC_regular_ps50_idx5 layout; "" = ../shared/data/idc, else synthetic.

@@ -118,7 +118,9 @@ def replace_marked_block(path, name, text):
     with open(path) as f:
         docs = f.read()
     if start not in docs or end not in docs:
-        raise ValueError(f"{path} lacks the markers {start} ... {end}; add them where the table goes.")
+        raise ValueError(
+            f"{path} lacks the markers {start} ... {end}; add them where the table goes."
+        )
     head, rest = docs.split(start, 1)
     _, tail = rest.split(end, 1)
     with open(path, "w") as f:

@@ -187,8 +187,8 @@ def write_report(workdir, config, elapsed=None, hardware=""):
         "",
         "Accuracy in %, other metrics as fractions; mean +- sample std over repeats. "
         "`F1 vs CE`: mean difference and two-sided paired t-test p-value "
-        "(* = significant at 0.05). Networks of the first repeat: "
-        "`<setting>/<loss>/model.keras` (`keras.saving.load_model` after `import tfcell`).",
+        "(* = significant at 0.05). Trained networks: "
+        "`<setting>/<loss>/model.keras`, later repeats in `r<k>/` (`keras.saving.load_model` after `import tfcell`).",
         "",
     ]
     for setting in settings:

@@ -6,7 +6,8 @@ writes into its workdir:
 
     config.json                     the full config
     results.jsonl                   one line per (setting, repeat, method) evaluation
-    <setting>/<method>/model.keras  every network of the first repeat
+    <setting>/<method>/model.keras  every network (repeat k > 0 in .../r<k>/; config
+                                    save_model_repeats: -1 all, n the first n)
     tensorboard/...                 TensorBoard logs (config.training.tensorboard)
     run.json                        hardware and wall time of the whole run
     figures/*.png, report.md, done
@@ -173,7 +174,7 @@ def run(config, workdir, settings_fn):
                 logdir = os.path.join(workdir, "tensorboard", setting.name, f"r{repeat}", name)
                 model, record, probs = train_method(name, setting, config, seed, strategy, logdir)
                 probabilities[name] = probs
-                if repeat < config.save_model_repeats:
+                if config.save_model_repeats < 0 or repeat < config.save_model_repeats:
                     folder = os.path.join(workdir, setting.name, name)
                     if repeat:
                         folder = os.path.join(folder, f"r{repeat}")

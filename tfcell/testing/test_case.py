@@ -20,7 +20,11 @@ class TestCase(parameterized.TestCase):
         x = keras.ops.convert_to_numpy(x) if not isinstance(x, np.ndarray) else x
         y = keras.ops.convert_to_numpy(y) if not isinstance(y, np.ndarray) else y
         np.testing.assert_allclose(
-            np.asarray(x, "float64"), np.asarray(y, "float64"), atol=atol, rtol=rtol, err_msg=msg or ""
+            np.asarray(x, "float64"),
+            np.asarray(y, "float64"),
+            atol=atol,
+            rtol=rtol,
+            err_msg=msg or "",
         )
 
     def assertAllFinite(self, x, msg=None):
