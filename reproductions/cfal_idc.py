@@ -76,10 +76,11 @@ def main(argv):
     if config.sweep.enabled:
         best = sweep.run_sweep(config, workdir, data.idc_settings)
         print(f"Best hyperparameters: {os.path.join(workdir, 'sweep', 'best_hparams.json')}")
-        return best
+        print(best)
+        return
     path = runner.run(config, workdir, data.idc_settings)
+    # Nothing returned: absl's app.run exits with main's return value.
     print(f"\nReport: {os.path.abspath(path)}")
-    return path
 
 
 if __name__ == "__main__":

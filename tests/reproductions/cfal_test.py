@@ -43,7 +43,8 @@ def runs():
         script = _load_script(name)
         workdir = tempfile.mkdtemp(prefix=f"{name}_")
         flags.FLAGS([name, f"--config={ROOT}/configs/{name}.py:smoke", f"--workdir={workdir}"])
-        script.main([name])
+        # absl.app.run exits with main's return value: it must be None (status 0).
+        assert script.main([name]) is None
         flags.FLAGS.unparse_flags()
         out[name] = workdir
     return out

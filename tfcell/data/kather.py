@@ -22,6 +22,7 @@ __all__ = [
     "CFAL_LONG_TAIL_FRACTIONS",
     "CFAL_LONG_TAIL_TOTAL",
     "KATHER_CLASSES",
+    "KATHER_TRAIN_COUNTS",
     "KATHER_TEST_FOLDER",
     "KATHER_TRAIN_FOLDER",
     "KATHER_UM_PER_PX",
@@ -35,6 +36,18 @@ KATHER_CLASSES = ("ADI", "BACK", "DEB", "LYM", "MUC", "MUS", "NORM", "STR", "TUM
 KATHER_TRAIN_FOLDER = "NCT-CRC-HE-100K"
 KATHER_TEST_FOLDER = "CRC-VAL-HE-7K"
 KATHER_UM_PER_PX = 0.5  # Kather et al. 2019: 224x224 px = 112x112 µm.
+# NCT-CRC-HE-100K images per class (CFAL paper Table II; Kather et al. 2019).
+KATHER_TRAIN_COUNTS = {
+    "ADI": 10407,
+    "BACK": 10566,
+    "DEB": 11512,
+    "LYM": 11557,
+    "MUC": 8896,
+    "MUS": 13536,
+    "NORM": 8763,
+    "STR": 10446,
+    "TUM": 14317,
+}
 
 # CFAL Fig. 7: the long-tailed training set has 58,000 images; the text gives only
 # ADI 5.2 % and TUM 19.0 %. The seven other shares are read off no table: they are

@@ -255,7 +255,16 @@ def crc_settings(config, repeat):
     # Synthetic stand-in: 9 CRC-like classes, test set drawn with another seed.
     test_x, test_y = _crc_synthetic(config, config.seed + 10_000)
     for name in config.data.splits:
-        counts = None
+        # The standard setting keeps NCT-CRC-HE-100K's mild imbalance (Table II),
+        # so class-balanced weights differ from 1 as they do on the real data.
+        counts = _long_tail_counts(
+            config.synthetic.num_images,
+            {
+                c: kather.KATHER_TRAIN_COUNTS[c] / sum(kather.KATHER_TRAIN_COUNTS.values())
+                for c in names
+            },
+            names,
+        )
         if name == "long_tailed":
             counts = _long_tail_counts(
                 int(config.synthetic.num_images * 0.58), kather.CFAL_LONG_TAIL_FRACTIONS, names
