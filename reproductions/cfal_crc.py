@@ -20,21 +20,16 @@ No run collected yet: `python reproductions/collect_results.py <workdir> --updat
 <!-- cfal_crc:result:end -->
 """
 
-import logging
 import os
-import sys
 
 from absl import app, flags
 from ml_collections import config_flags
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
 
 import tfcell  # noqa: E402, F401  (registers the losses and layers)
-from tfcell.experiments import data, runner, sweep  # noqa: E402
+from tfcell.experiments import data, script  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config",
@@ -64,26 +59,13 @@ def _resolve_download(config):
 
 def main(argv):
     del argv
-    config = _CONFIG.value
-    logging.getLogger("tfcell").setLevel(logging.INFO)
-    print(
-        f"tfcell {tfcell.__version__}, TF {tf.__version__}, Keras {keras.__version__}, "
-        f"numpy {np.__version__}, Python {sys.version.split()[0]}"
+    return script.run_script(
+        _CONFIG.value,
+        _WORKDIR.value,
+        data.crc_settings,
+        prepare=_resolve_download,
+        synthetic_scale=True,
     )
-    _resolve_download(config)
-    if data.uses_synthetic(config):
-        data.apply_synthetic_scale(config)
-    print(config)
-    keras.utils.set_random_seed(config.seed)
-    workdir = _WORKDIR.value
-    if config.sweep.enabled:
-        best = sweep.run_sweep(config, workdir, data.crc_settings)
-        print(f"Best hyperparameters: {os.path.join(workdir, 'sweep', 'best_hparams.json')}")
-        print(best)
-        return
-    path = runner.run(config, workdir, data.crc_settings)
-    # Nothing returned: absl's app.run exits with main's return value.
-    print(f"\nReport: {os.path.abspath(path)}")
 
 
 if __name__ == "__main__":

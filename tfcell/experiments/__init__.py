@@ -2,4 +2,4 @@
 training loop, ensembles, sweeps, reports), shared by the scripts in
 `reproductions/`."""
 
-from tfcell.experiments import cfal_report, data, methods, runner, sweep
+from tfcell.experiments import cfal_report, data, methods, runner, script, sweep
