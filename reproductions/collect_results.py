@@ -39,6 +39,27 @@ def _summary_line(records, config):
     )
 
 
+def sweep_table(sweeps, config):
+    """Best trial per method of a Keras Tuner sweep (Table III space) beside the
+    config's defaults (Table IX)."""
+    rows = []
+    for r in sweeps:
+        defaults = config["loss"][r["method"]]
+        tuned = ", ".join(
+            f"{k} {v:g}" + ("" if defaults.get(k) == v else f" (IX: {defaults.get(k, '-')})")
+            for k, v in sorted(r["hparams"].items())
+        )
+        rows.append([r["method"], str(r["trials"]), f"{r['val_f1']:.3f}", tuned])
+    return (
+        f"Setting `{sweeps[0]['setting']}`, objective validation macro-F1, "
+        f"{config['sweep']['tuner']} search over Table III; `(IX: v)` marks a value that "
+        "differs from the config's Table IX default.\n\n"
+        + report.markdown_table(
+            ["method", "trials", "best val macro-F1", "best hyperparameters"], rows
+        )
+    )
+
+
 def collect(workdirs):
     """Markdown for the given workdirs (unfinished ones are listed, not tabulated)."""
     parts = []
@@ -49,7 +70,12 @@ def collect(workdirs):
             continue
         with open(os.path.join(workdir, "config.json")) as f:
             config = json.load(f)
+        sweeps = [r for r in report.read_results(workdir) if r.get("kind") == "sweep"]
+        if sweeps:
+            parts.append(f"### `{name}`: Keras Tuner sweep\n\n{sweep_table(sweeps, config)}\n")
         records = [r for r in report.read_results(workdir) if r.get("kind") != "sweep"]
+        if not records:
+            continue
         paper = config["paper"]
         parts.append(f"### `{name}`: {config['title']}\n\n{_summary_line(records, config)}\n")
         settings = []
@@ -124,8 +150,9 @@ def main(argv):
         report.replace_marked_block(_DOCS.value, MARKER, text)
         print(f"Updated {_DOCS.value}")
         for workdir in workdirs:
-            if not report.is_done(workdir):
-                continue
+            records = report.read_results(workdir) if report.is_done(workdir) else []
+            if not any(r.get("kind") == "single" for r in records):
+                continue  # Unfinished, or a sweep: no comparison result line.
             with open(os.path.join(workdir, "config.json")) as f:
                 dataset = json.load(f)["dataset"]
             script = os.path.join(os.path.dirname(__file__), f"cfal_{dataset}.py")

@@ -96,6 +96,10 @@ def test_sweep_writes_best_trial():
     best = sweep.run_sweep(config, workdir, data.idc_settings)
     assert set(best["cfal"]) == {"beta", "margin", "sigma", "gamma"}
     assert os.path.exists(os.path.join(workdir, "sweep", "best_hparams.json"))
+    assert os.path.exists(os.path.join(workdir, "done"))
+    assert os.path.exists(os.path.join(workdir, "config.json"))
+    table = _collector().collect([workdir])
+    assert "Keras Tuner sweep" in table and "| cfal | 1 |" in table
     # Every sampled value lies in the Table III space of the config.
     for key, value in best["cfal"].items():
         assert value in list(config.sweep.space.cfal[key])

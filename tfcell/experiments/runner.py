@@ -28,7 +28,7 @@ from tfcell.experiments import data as data_lib
 from tfcell.experiments import methods as methods_lib
 from tfcell.training import strategy as strategy_lib
 
-__all__ = ["EpochTimer", "evaluate_scores", "run", "train_method"]
+__all__ = ["EpochTimer", "evaluate_scores", "run", "start_workdir", "train_method"]
 
 logger = logging.getLogger("tfcell.experiments")
 
@@ -143,12 +143,7 @@ def run(config, workdir, settings_fn):
     """
     from tfcell.experiments import cfal_report
 
-    os.makedirs(workdir, exist_ok=True)
-    for stale in (report.RESULTS_FILE, report.DONE_FILE):
-        if os.path.exists(os.path.join(workdir, stale)):
-            os.remove(os.path.join(workdir, stale))
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-        f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+    start_workdir(workdir, config)
     writer = report.ResultsWriter(workdir)
     strategy = strategy_lib.get_strategy()
     logger.info(
@@ -215,6 +210,16 @@ def hardware():
     return (
         f"{len(gpus)} GPU(s)" if gpus else f"CPU ({os.cpu_count()} cores visible)"
     ) + f", {platform.system()}, TF {tf.__version__}, Keras {keras.__version__}"
+
+
+def start_workdir(workdir, config):
+    """Clears a workdir's stale `results.jsonl` and `done`, writes `config.json`."""
+    os.makedirs(workdir, exist_ok=True)
+    for stale in (report.RESULTS_FILE, report.DONE_FILE):
+        if os.path.exists(os.path.join(workdir, stale)):
+            os.remove(os.path.join(workdir, stale))
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+        f.write(config.to_json_best_effort(indent=2, sort_keys=True))
 
 
 def write_json(path, obj):

@@ -10,7 +10,8 @@
 The space itself lives in the config (`config.sweep.space`); one tuner per
 method, objective: macro-F1 on the validation split (the paper's main metric
 for imbalanced data). The best trial of each method is written to
-`<workdir>/sweep/best_hparams.json` and appended to `results.jsonl`.
+`<workdir>/sweep/best_hparams.json` and appended to `results.jsonl`; the workdir
+also gets `config.json` and, last, `done`, as a comparison run does.
 """
 
 import os
@@ -32,6 +33,7 @@ def _choose(hp, name, values):
 def run_sweep(config, workdir, settings_fn):
     """Tunes each method of `config.sweep.methods` on the first setting; returns
     `{method: best hyperparameters}`."""
+    runner.start_workdir(workdir, config)
     setting = settings_fn(config, 0)[0]
     strategy = strategy_lib.get_strategy()
     writer = report.ResultsWriter(workdir)
@@ -55,6 +57,7 @@ def run_sweep(config, workdir, settings_fn):
         )
         print(f"sweep {name}: best val macro-F1 {trial.score:.3f} with {hp}", flush=True)
     runner.write_json(os.path.join(workdir, "sweep", "best_hparams.json"), best)
+    report.write_done(workdir)
     return best
 
 
