@@ -204,27 +204,10 @@ class CFALDistributionTest(testing.TestCase):
         rng = np.random.RandomState(0)
         x = rng.normal(size=(8, 3)).astype("float32")
         y = np.array([0, 1, 2, 0, 0, 1, 2, 1])
-
-        def fit_once(strategy, init):
-            with strategy.scope():
-                model = _head_model()
-                if init is not None:
-                    model.set_weights(init)
-                start = [w.copy() for w in model.get_weights()]
-                model.compile(
-                    optimizer=keras.optimizers.SGD(0.5),
-                    loss=losses.CFALoss(margin=0.1, gamma=1.0, class_weights=W),
-                    jit_compile=False,
-                )
-            data = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
-            model.fit(data, epochs=1, verbose=0, shuffle=False)
-            return start, model.get_weights()
-
-        start, single = fit_once(tf.distribute.get_strategy(), None)
-        mirrored = testing.two_cpu_strategy()
-        self.assertEqual(mirrored.num_replicas_in_sync, 2)
-        _, distributed = fit_once(mirrored, start)
-        moved = sum(float(np.abs(a - b).sum()) for a, b in zip(single, start))
-        self.assertGreater(moved, 0.0)
-        for a, b in zip(single, distributed):
-            self.assertAllClose(a, b, atol=1e-5, rtol=1e-5)
+        self.run_mirrored_fit_test(
+            _head_model,
+            losses.CFALoss(margin=0.1, gamma=1.0, class_weights=W),
+            x,
+            y,
+            learning_rate=0.5,
+        )

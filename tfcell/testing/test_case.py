@@ -52,6 +52,39 @@ class TestCase(parameterized.TestCase):
         self.assertAllClose(revived.predict(inputs, verbose=0), expected, atol=1e-5, rtol=1e-5)
         return revived
 
+    def run_mirrored_fit_test(self, build_model, loss, x, y, learning_rate=0.1, atol=1e-5):
+        """One SGD `fit` step on the global batch `(x, y)` under `MirroredStrategy`
+        over two logical CPUs must give the same weights as on one device (as
+        keras's distribute_test.py checks), and must move the weights.
+
+        Args:
+            build_model: `() -> keras.Model`, called inside each strategy's scope.
+            loss: the compiled loss (a per-sample `keras.losses.Loss`).
+            x, y: one global batch; each replica sees half of it.
+        """
+        import tensorflow as tf
+
+        def fit_once(strategy, init):
+            with strategy.scope():
+                model = build_model()
+                if init is not None:
+                    model.set_weights(init)
+                start = [w.copy() for w in model.get_weights()]
+                model.compile(
+                    optimizer=keras.optimizers.SGD(learning_rate), loss=loss, jit_compile=False
+                )
+            data = tf.data.Dataset.from_tensor_slices((x, y)).batch(len(x))
+            model.fit(data, epochs=1, verbose=0, shuffle=False)
+            return start, model.get_weights()
+
+        start, single = fit_once(tf.distribute.get_strategy(), None)
+        mirrored = two_cpu_strategy()
+        self.assertEqual(mirrored.num_replicas_in_sync, 2)
+        _, distributed = fit_once(mirrored, start)
+        self.assertGreater(sum(float(np.abs(a - b).sum()) for a, b in zip(single, start)), 0.0)
+        for a, b in zip(single, distributed):
+            self.assertAllClose(a, b, atol=atol, rtol=atol)
+
     def run_layer_test(self, layer_cls, init_kwargs, input_shape, expected_output_shape):
         """Builds the layer, checks output shape, config round trip and a symbolic call."""
         layer = layer_cls(**init_kwargs)
