@@ -11,23 +11,16 @@ import pathlib
 
 import numpy as np
 
-from tfcell.data import records
+from tfcell.data import kather, records, wbc
 
 __all__ = ["MEDMNIST_CLASSES", "load_medmnist", "read_medmnist"]
 
 # Label names from the MedMNIST INFO table.
 MEDMNIST_CLASSES = {
-    "bloodmnist": (
-        "basophil",
-        "eosinophil",
-        "erythroblast",
-        "ig",
-        "lymphocyte",
-        "monocyte",
-        "neutrophil",
-        "platelet",
-    ),
-    "pathmnist": ("ADI", "BACK", "DEB", "LYM", "MUC", "MUS", "NORM", "STR", "TUM"),
+    # BloodMNIST is Acevedo-20 (PBC) and PathMNIST is Kather's NCT-CRC-HE-100K,
+    # so their label spaces are those readers' class lists.
+    "bloodmnist": wbc.ACEVEDO_CLASSES,
+    "pathmnist": kather.KATHER_CLASSES,
     "breastmnist": ("malignant", "normal_benign"),
 }
 
