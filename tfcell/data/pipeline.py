@@ -396,6 +396,7 @@ def from_arrays(
     image_size=None,
     drop_remainder=False,
     index_batches=None,
+    id_maps=None,
 ):
     """A batched dataset over in-memory images (uint8 or float, (N, H, W, C)).
 
@@ -404,6 +405,10 @@ def from_arrays(
     (IDC patches, synthetic data) run at memory speed. `domains` and `subjects`
     (strings or ints) become integer ids; the maps are on `dataset.id_maps`.
     Accepts a `tfcell.data.synthetic` dict (`images=arrays`) through `**`.
+    `id_maps` (`{"domain": {name: id}, "subject": {name: id}}`) fixes the ids
+    across datasets, e.g. the maps of a whole run, so that a validation part
+    numbers its subjects as the training part does; without it the ids are
+    sorted unique values of this call's `domains` / `subjects`.
     """
     if isinstance(images, dict):  # from_arrays(to_arrays(frame)) convenience
         arrays = images
@@ -425,7 +430,16 @@ def from_arrays(
     ids = []
     for name, values in (("domain", domains), ("subject", subjects)):
         values = np.zeros(n, "int32") if values is None else np.asarray(values).astype(str)
-        maps[name] = {v: i for i, v in enumerate(sorted(set(values.tolist())))}
+        if id_maps is not None and name in id_maps:
+            maps[name] = dict(id_maps[name])
+            unknown = sorted(set(values.tolist()) - set(maps[name]))
+            if unknown:
+                raise ValueError(
+                    f"from_arrays: {len(unknown)} {name} name(s) are not in id_maps, e.g. "
+                    f"{unknown[:3]}; build the maps over every record table of the run."
+                )
+        else:
+            maps[name] = {v: i for i, v in enumerate(sorted(set(values.tolist())))}
         ids.append(np.array([maps[name][v] for v in values.tolist()], "int32"))
     image_table = tf.constant(images)
     tables = [tf.constant(labels), tf.constant(ids[0]), tf.constant(ids[1])]
