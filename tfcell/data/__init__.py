@@ -3,6 +3,7 @@ tf.data pipelines and embedded synthetic data."""
 
 from tfcell.data import paths, records
 from tfcell.data.augmentation import *
+from tfcell.data.cache import *
 from tfcell.data.cnmc import *
 from tfcell.data.download import *
 from tfcell.data.idc import *
