@@ -3,8 +3,16 @@
 `IDC_regular_ps50_idx5/<patient>/<0|1>/<patient>_idx5_x<X>_y<Y>_class<k>.png`
 (Janowczyk & Madabhushi 2016; Cruz-Roa et al. 2014). The root may also be the
 folder that directly holds the patient folders. Some patches at slide edges are
-smaller than 50x50: `small_patches` pads them (in the pipeline; their size is in
+smaller than 50x50: `small_patches` keeps them for padding (their size is in
 the `height` and `width` columns) or skips them, counted either way.
+
+Padding happens when the images are decoded, with `pad_small=(50, 50)`
+(`(IDC_PATCH_SIZE, IDC_PATCH_SIZE)`): `tfcell.data.decoded_images(frame, size,
+pad_small=(50, 50))` or `from_records(..., pad_small=(50, 50))` pad an edge patch
+with white (255) at the bottom and right to 50x50, never stretch it, then resize
+to `size`. The default `pad_small=True` pads to the *target* size instead: at
+224 px it would put every 50x50 patch in a white 224 canvas, at 32 px it would
+stretch the edge patches; pass `(50, 50)` for IDC.
 
 Reference: [Janowczyk & Madabhushi, 2016](https://doi.org/10.4103/2153-3539.186902).
 """
@@ -57,9 +65,11 @@ def read_idc(root, *, small_patches="pad", verify=False, domain="idc"):
     Args:
         root: `IDC_regular_ps50_idx5/`, its parent, or any folder whose
             sub-folders are patient ids holding `0/` and `1/`.
-        small_patches: "pad" (default; keep them, the pipeline pads to 50x50, the
-            count is in `attrs["small_patches"]`), "skip" (count them in the skip
-            log) or "error".
+        small_patches: "pad" (default; keep them, the count is in
+            `attrs["small_patches"]`; decode with `pad_small=(50, 50)`, e.g.
+            `tfcell.data.decoded_images(frame, size, pad_small=(50, 50))`, which
+            pads them with white at the bottom and right to 50x50, then resizes
+            to `size`), "skip" (count them in the skip log) or "error".
         verify: decode every image and skip (count) the corrupt ones.
         domain: value of the `domain` column.
 
@@ -154,7 +164,7 @@ def read_idc(root, *, small_patches="pad", verify=False, domain="idc"):
     frame.attrs["small_patches"] = small
     if small:
         records.logger.warning(
-            "idc: %d patch(es) smaller than %dx%d kept; the pipeline pads them.",
+            "idc: %d patch(es) smaller than %dx%d kept; decode with pad_small=(50, 50) to pad them.",
             small,
             IDC_PATCH_SIZE,
             IDC_PATCH_SIZE,
