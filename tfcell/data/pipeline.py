@@ -58,6 +58,9 @@ def id_maps(records):
     }
 
 
+_table_id_maps = id_maps  # `from_records(id_maps=...)` shadows the name.
+
+
 def _signature(head):
     for magic, kind in _SIGNATURES.items():
         if head.startswith(magic):
@@ -241,6 +244,7 @@ def from_records(
     preload=False,
     drop_remainder=False,
     index_batches=None,
+    id_maps=None,
 ):
     """A batched, prefetched `tf.data.Dataset` over a record table.
 
@@ -272,6 +276,9 @@ def from_records(
         drop_remainder: drop the last incomplete batch.
         index_batches: optional dataset of int index vectors (one per batch),
             as `tfcell.data.samplers` builds; replaces shuffle and batch.
+        id_maps: optional `{"domain": {name: id}, "subject": {name: id}}`
+            fixing the ids across record tables (e.g. a run's maps over every
+            table); default `id_maps(records)` of this table alone.
 
     Returns:
         A `tf.data.Dataset` with an `id_maps` attribute.
@@ -279,7 +286,7 @@ def from_records(
     if output not in ("tuple", "dict"):
         raise ValueError(f"output must be 'tuple' or 'dict'; received {output!r}.")
     size = _as_size(image_size)
-    maps = id_maps(records)
+    maps = dict(id_maps) if id_maps is not None else _table_id_maps(records)
     if "image" in records.columns and (records["path"] == "").all():
         arrays = {"images": np.stack(records["image"].to_list())}
         return from_arrays(
@@ -287,6 +294,7 @@ def from_records(
             shuffle=shuffle, augment=augment, seed=seed, output=output,
             domains=records["domain"].to_numpy(str), subjects=records["subject"].to_numpy(str),
             image_size=size, drop_remainder=drop_remainder, index_batches=index_batches,
+            id_maps=maps,
         )  # fmt: skip
     paths = records["path"].astype(str).to_list()
     if validate:
@@ -297,7 +305,7 @@ def from_records(
             images, records["label"].to_numpy(), batch_size=batch_size, shuffle=shuffle,
             augment=augment, seed=seed, output=output,
             domains=records["domain"].to_numpy(str), subjects=records["subject"].to_numpy(str),
-            drop_remainder=drop_remainder, index_batches=index_batches,
+            drop_remainder=drop_remainder, index_batches=index_batches, id_maps=maps,
         )  # fmt: skip
     labels = records["label"].to_numpy("int32")
     domain_ids, subject_ids = _columns(
