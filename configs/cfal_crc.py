@@ -140,6 +140,9 @@ def get_config(arg=None):
     config = ml_collections.ConfigDict()
     config.title = "CFAL reproduction: Kather CRC, VGG19 (Mahbub et al. 2024, Table V)"
     config.variant = variant
+    config.name = "cfal_crc"  # Docs markers <!-- cfal_crc:result -->.
+    config.script = "reproductions/cfal_crc.py"
+    config.protocol = "tfcell.papers.cfal:CRC"  # Settings, methods, tables.
     config.dataset = "crc"
     config.seed = 0
     config.num_repeats = (
@@ -199,6 +202,13 @@ def get_config(arg=None):
     config.training.batch_size = 32  # Sec. IV-B
     config.training.epochs = 50  # Not given; early stopping decides (Sec. IV-B).
     config.training.patience = 5  # Sec. IV-B
+    # Model selection, the same for every loss: the epoch with the best validation
+    # macro-F1 (the paper's main metric), patience epochs without improvement stop
+    # training. The paper says "early stopping ... when the validation loss
+    # plateaus"; the CFAL loss value does not track accuracy (its focal weight
+    # rises as the model improves), and the authors' code keeps the best
+    # val_accuracy. See tfcell/experiments/selection.py.
+    config.training.selection = "val_macro_f1"
     config.training.steps_per_epoch = 0
     config.training.augment = False
     config.training.verbose = 1

@@ -18,6 +18,10 @@ otherwise synthetic CRC-like tiles at CPU scale with a loud banner.
 <!-- cfal_crc:result:start -->
 No run collected yet: `python reproductions/collect_results.py <workdir> --update_docs`.
 <!-- cfal_crc:result:end -->
+
+Re-running a command resumes in its `--workdir` (finished jobs are skipped);
+`--restart` starts over. Runs on `tfcell.experiments` with the protocol
+`tfcell.papers.cfal:CRC`.
 """
 
 import os
@@ -25,46 +29,35 @@ import os
 from absl import app, flags
 from ml_collections import config_flags
 
+# Nothing heavy at import time: `--help` answers without loading TensorFlow.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-
-import tfcell  # noqa: E402, F401  (registers the losses and layers)
-from tfcell.experiments import data, script  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config",
     os.path.join(os.path.dirname(__file__), "..", "configs", "cfal_crc.py"),
-    "Config file (variants: paper, cpu, smoke, sweep, cct).",
+    "Config file; variants: paper, cpu, smoke, sweep, cct (e.g. --config=configs/cfal_crc.py:cpu). "
+    "Override any value with --config.<key>=<value>.",
     lock_config=True,
 )
-_WORKDIR = flags.DEFINE_string("workdir", "workdirs/cfal_crc", "Output folder.")
+_WORKDIR = flags.DEFINE_string(
+    "workdir", "workdirs/cfal_crc", "Output folder; the same command resumes there."
+)
+_RESTART = flags.DEFINE_boolean("restart", False, "Start over in --workdir instead of resuming.")
 
 
-def _resolve_download(config):
-    """`--config.data.download=True` and no root: fetch Kather 100K and 7K when online."""
-    if config.data.root or not config.data.download:
-        return
-    from tfcell.data import download
+def _download(config):
+    """`--config.data.download=True` without a root: fetch the data or exit non-zero."""
+    from tfcell.experiments import script
 
-    with config.unlocked():
-        root = os.path.join(_WORKDIR.value, "data")
-        try:
-            for name in ("kather_100k", "kather_7k"):
-                download.fetch(name, root)
-        except Exception as error:  # Offline or no URL: say so, fall back to synthetic.
-            print(f"Download failed ({error}); falling back to synthetic data.", flush=True)
-            return
-        config.data.root = root
+    script.download_or_exit(config, ("kather_100k", "kather_7k"), os.path.join(_WORKDIR.value, "data"))
 
 
 def main(argv):
     del argv
+    from tfcell.experiments import script  # After flag parsing (fast --help).
+
     return script.run_script(
-        _CONFIG.value,
-        _WORKDIR.value,
-        data.crc_settings,
-        prepare=_resolve_download,
-        synthetic_scale=True,
+        _CONFIG.value, _WORKDIR.value, restart=_RESTART.value, prepare=_download
     )
 
 

@@ -9,6 +9,7 @@ Fig. 4 (IDC: Janowczyk & Madabhushi 2016, 50 x 50 patches resized to 32 x 32).
         --workdir=workdirs/cfal_idc_cpu
     python reproductions/cfal_idc.py --config=configs/cfal_idc.py:sweep
     python reproductions/cfal_idc.py --config.data.root=/data/IDC_regular_ps50_idx5
+    python reproductions/cfal_idc.py --config=configs/cfal_idc.py:cpu --restart  # start over
 
 Data: `--config.data.root` (the publisher's IDC_regular_ps50_idx5 layout);
 without it ../shared/data/idc when present, else synthetic IDC-like patches
@@ -21,6 +22,10 @@ config, real data, `patient` split): cfal macro-F1 0.748 +- 0.016, accuracy 82.2
 runs; on CPU (2 cores visible), Linux, TF 2.21.0, Keras 3.15.1, 32 min (written
 by collect_results.py from `cfal_idc_cpu`).
 <!-- cfal_idc:result:end -->
+
+Re-running a command resumes in its `--workdir` (finished jobs are skipped);
+`--restart` starts over. Runs on `tfcell.experiments` with the protocol
+`tfcell.papers.cfal:IDC`.
 """
 
 import os
@@ -28,38 +33,35 @@ import os
 from absl import app, flags
 from ml_collections import config_flags
 
+# Nothing heavy at import time: `--help` answers without loading TensorFlow.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-
-import tfcell  # noqa: E402, F401  (registers the losses and layers)
-from tfcell.experiments import data, script  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config",
     os.path.join(os.path.dirname(__file__), "..", "configs", "cfal_idc.py"),
-    "Config file (variants: paper, cpu, smoke, sweep).",
+    "Config file; variants: paper, cpu, smoke, sweep (e.g. --config=configs/cfal_idc.py:cpu). "
+    "Override any value with --config.<key>=<value>.",
     lock_config=True,
 )
-_WORKDIR = flags.DEFINE_string("workdir", "workdirs/cfal_idc", "Output folder.")
+_WORKDIR = flags.DEFINE_string(
+    "workdir", "workdirs/cfal_idc", "Output folder; the same command resumes there."
+)
+_RESTART = flags.DEFINE_boolean("restart", False, "Start over in --workdir instead of resuming.")
 
 
-def _resolve_download(config):
-    """`--config.data.download=True` and no root: fetch IDC when online."""
-    if config.data.root or not config.data.download:
-        return
-    from tfcell.data import download
+def _download(config):
+    """`--config.data.download=True` without a root: fetch the data or exit non-zero."""
+    from tfcell.experiments import script
 
-    with config.unlocked():
-        try:
-            config.data.root = str(download.fetch("idc", os.path.join(_WORKDIR.value, "data")))
-        except Exception as error:  # Offline or no URL: say so, fall back.
-            print(f"Download failed ({error}); using the local or synthetic data.", flush=True)
+    script.download_or_exit(config, ("idc",), os.path.join(_WORKDIR.value, "data"))
 
 
 def main(argv):
     del argv
+    from tfcell.experiments import script  # After flag parsing (fast --help).
+
     return script.run_script(
-        _CONFIG.value, _WORKDIR.value, data.idc_settings, prepare=_resolve_download
+        _CONFIG.value, _WORKDIR.value, restart=_RESTART.value, prepare=_download
     )
 
 

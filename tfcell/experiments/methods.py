@@ -1,114 +1,179 @@
-"""The losses the CFAL paper compares, each with the head it trains.
+"""Methods behind one interface: what the harness trains in a job.
 
-    name            head                      loss (hyperparameters from config.loss.<name>)
-    ce              softmax (logits)          cross-entropy, the baseline [13], [22]
-    cb_sphereface   cosine (+ norm if s=None) class-balanced SphereFace (scale, margin, beta)
-    cfal            Gaussian affinity         CFAL, Eq. 7 (margin=lambda, sigma, gamma, beta)
-    cb_arcface      cosine                    class-balanced ArcFace (scale, margin, beta)
-    cb_cosface      cosine                    class-balanced CosFace (scale, margin, beta)
-    cb_focal        softmax (logits)          class-balanced focal (gamma, beta)
-    affinity        Gaussian affinity         vanilla affinity loss, Eq. 4 (ablation)
-    cb_affinity     Gaussian affinity         class-balanced affinity, Eq. 8 (ablation)
+Two kinds, both built from a backbone the config names:
 
-Adding a method is one entry in `METHODS`; nothing else dispatches on names.
+    LossMethod      backbone -> embedding -> head, compiled with a loss, on
+                    `(image, label)` batches (CFAL, ArcFace, focal, ...).
+    TrainerMethod   a `tfcell.training` trainer (featurizer + classifier with
+                    its own `train_step`) on dict batches
+                    `{"image", "label", "domain", "subject"}` (ERM, DANN,
+                    CORAL, MMD, BoDA, heterogeneity), with its callbacks
+                    (centroid refresh, annealing, two-stage schedules).
+
+`method.build(info, hp, config)` returns a `Built`: the model (compiled by the
+harness with the config's optimizer), the loss (None for trainers), the head
+kind and scale that turn its outputs into logits for calibration
+(`tfcell.evaluation.calibration.to_logits`), and a callback factory. A paper
+package maps method names to `Method`s; nothing in the harness dispatches on
+a method's name.
 """
 
 import dataclasses
 
 import keras
+import numpy as np
 
-__all__ = ["METHODS", "Method", "build_model", "make_backbone"]
+__all__ = [
+    "Built",
+    "DataInfo",
+    "LossMethod",
+    "Method",
+    "TrainerMethod",
+    "make_backbone",
+    "make_optimizer",
+]
 
 
 @dataclasses.dataclass(frozen=True)
+class DataInfo:
+    """What a method may know about the training data of a setting."""
+
+    num_classes: int
+    class_counts: tuple  # Training images per class.
+    image_shape: tuple  # (H, W, 3)
+    num_domains: int = 1
+    num_subjects: int = 1
+    domain_class_counts: tuple = ()  # (num_domains, num_classes) training counts.
+
+
+@dataclasses.dataclass
+class Built:
+    model: keras.Model
+    loss: object = None  # None: a trainer with its own loss.
+    head: str = "softmax"  # softmax | cosine | affinity (for calibration).
+    scale: float = 1.0  # The cosine loss's scale s (logits = s * cos).
+    # (model, data) -> [keras.callbacks.Callback]; `data` has `train_dataset()`.
+    callbacks: object = None
+
+
 class Method:
-    title: str  # As the paper's tables name it.
-    head: str  # "softmax" | "affinity" | "cosine"
-    make_loss: object  # (hp, class_weights) -> keras.losses.Loss
-    head_kwargs: object = lambda hp: {}  # noqa: E731
-    class_balanced: bool = True
+    """Base: a title (as the paper's tables name it) and the batch type.
 
-    def probability_scale(self, hp):
-        """The scale that turns a cosine head's output into training-time logits."""
+    Subclasses implement `build(info, hp, config) -> Built`.
+    """
+
+    batches = "tuple"  # "tuple": (image, label); "dict": the trainers' dict batches.
+
+    def __init__(self, title):
+        self.title = title
+
+    def build(self, info, hp, config):
+        raise NotImplementedError
+
+
+def _require(hp, keys, title):
+    missing = [k for k in keys if k not in hp]
+    if missing:
+        raise ValueError(
+            f"{title}: hyperparameters {missing} are missing from the config's loss section "
+            f"(received {sorted(hp)}); add them to configs/<paper>.py."
+        )
+
+
+class LossMethod(Method):
+    """A classifier (`tfcell.models.build_classifier`) compiled with a loss.
+
+    Args:
+        title: the paper's name for it.
+        head: "softmax" | "affinity" | "cosine".
+        make_loss: `(hp, class_weights) -> keras.losses.Loss`; `class_weights`
+            is `class_balanced_weights(train counts, hp["beta"])` when
+            `class_balanced`, else None.
+        head_kwargs: `(hp) -> dict` for the head (e.g. sigma).
+        class_balanced: whether the loss takes class-balanced weights.
+        required: hyperparameter names that must be in `hp`.
+    """
+
+    def __init__(
+        self, title, head, make_loss, head_kwargs=None, class_balanced=False, required=()
+    ):
+        super().__init__(title)
+        self.head = head
+        self.make_loss = make_loss
+        self.head_kwargs = head_kwargs or (lambda hp: {})
+        self.class_balanced = class_balanced
+        self.required = tuple(required) + (("beta",) if class_balanced else ())
+
+    def build(self, info, hp, config):
+        from tfcell import losses, models
+
+        _require(hp, self.required, self.title)
+        weights = None
+        if self.class_balanced:
+            counts = np.maximum(np.asarray(info.class_counts), 1)  # A class absent from a fold.
+            weights = [float(w) for w in losses.class_balanced_weights(counts, hp["beta"])]
+        backbone = make_backbone(config.model, info.image_shape)
+        model = models.build_classifier(
+            backbone,
+            info.num_classes,
+            head=self.head,
+            embedding_dim=config.model.embedding_dim,
+            **self.head_kwargs(hp),
+        )
         scale = hp.get("scale") if self.head == "cosine" else None
-        return 1.0 if scale is None else float(scale)
+        return Built(
+            model, self.make_loss(hp, weights), self.head, 1.0 if scale is None else float(scale)
+        )
 
 
-def _losses():
-    from tfcell import losses
+class TrainerMethod(Method):
+    """A `tfcell.training` trainer on dict batches.
 
-    return losses
+    Args:
+        title: the paper's name for it.
+        make_trainer: `(featurizer, classifier, info, hp) -> keras.Model`
+            (a `tfcell.training.Trainer`).
+        make_callbacks: optional `(model, data, hp) -> [Callback]`, e.g. BoDA's
+            centroid refresh on `data.train_dataset(shuffle=False)`.
+        required: hyperparameter names that must be in `hp`.
+    """
 
+    batches = "dict"
 
-def _affinity_head(hp):
-    return {"sigma": float(hp["sigma"]), "num_centers": int(hp.get("num_centers", 1))}
+    def __init__(self, title, make_trainer, make_callbacks=None, required=()):
+        super().__init__(title)
+        self.make_trainer = make_trainer
+        self.make_callbacks = make_callbacks
+        self.required = tuple(required)
 
+    def build(self, info, hp, config):
+        _require(hp, self.required, self.title)
+        backbone = make_backbone(config.model, info.image_shape)
+        inputs = keras.Input(info.image_shape, name="image")
+        x = backbone(inputs)
+        if config.model.get("embedding_dim"):
+            x = keras.layers.Dense(config.model.embedding_dim, name="embedding")(x)
+        featurizer = keras.Model(inputs, x, name="featurizer")
+        classifier = keras.Sequential(
+            [keras.Input(featurizer.output_shape[1:]), keras.layers.Dense(info.num_classes)],
+            name="classifier",
+        )
+        model = self.make_trainer(featurizer, classifier, info, hp)
+        callbacks = None
+        if self.make_callbacks is not None:
 
-METHODS = {
-    "ce": Method(
-        "Cross-entropy",
-        "softmax",
-        lambda hp, w: keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        class_balanced=False,
-    ),
-    "cb_sphereface": Method(
-        "Class-balanced SphereFace",
-        "cosine",
-        lambda hp, w: _losses().SphereFaceLoss(
-            margin=hp["margin"], scale=hp["scale"], class_weights=w
-        ),
-        # Table IX gives a scale, so the head outputs plain cosines; scale=None
-        # (Liu et al.'s feature-norm radius) needs the norm column.
-        lambda hp: {"return_norms": hp.get("scale") is None},
-    ),
-    "cfal": Method(
-        "Center-focused affinity loss (CFAL)",
-        "affinity",
-        lambda hp, w: _losses().CFALoss(margin=hp["margin"], gamma=hp["gamma"], class_weights=w),
-        _affinity_head,
-    ),
-    "cb_arcface": Method(
-        "Class-balanced ArcFace",
-        "cosine",
-        lambda hp, w: _losses().ArcFaceLoss(
-            margin=hp["margin"], scale=hp["scale"], class_weights=w
-        ),
-    ),
-    "cb_cosface": Method(
-        "Class-balanced CosFace",
-        "cosine",
-        lambda hp, w: _losses().CosFaceLoss(
-            margin=hp["margin"], scale=hp["scale"], class_weights=w
-        ),
-    ),
-    "cb_focal": Method(
-        "Class-balanced focal loss",
-        "softmax",
-        lambda hp, w: _losses().ClassBalancedFocalLoss(
-            gamma=hp["gamma"], class_weights=w, from_logits=True
-        ),
-    ),
-    "affinity": Method(
-        "Vanilla affinity loss",
-        "affinity",
-        lambda hp, w: _losses().AffinityLoss(margin=hp["margin"]),
-        _affinity_head,
-        class_balanced=False,
-    ),
-    "cb_affinity": Method(
-        "Class-balanced affinity loss",
-        "affinity",
-        lambda hp, w: _losses().AffinityLoss(margin=hp["margin"], class_weights=w),
-        _affinity_head,
-    ),
-}
+            def callbacks(built_model, data):
+                return self.make_callbacks(built_model, data, hp)
+
+        return Built(model, None, "softmax", 1.0, callbacks)
 
 
-def make_backbone(model_config, image_size):
-    """A backbone from `config.model` (`backbone`: vgg19 | alexnet | cct | small_cnn)."""
+def make_backbone(model_config, image_shape):
+    """A backbone from `config.model.backbone` (vgg19 | alexnet | cct | small_cnn),
+    with `widths`, `weights` and further keyword arguments from `config.model`."""
     from tfcell import models
 
-    shape = (image_size, image_size, 3)
+    shape = tuple(int(s) for s in image_shape)
     name = model_config.backbone
     if name == "vgg19":
         return models.vgg19(shape, weights=model_config.get("weights") or None)
@@ -123,27 +188,14 @@ def make_backbone(model_config, image_size):
     )
 
 
-def build_model(method_name, hp, class_counts, config):
-    """`(model, loss, method)` for one method: backbone + embedding + its head.
-
-    `hp` is the method's hyperparameter dict (`config.loss[method_name]`);
-    class-balanced methods get `class_balanced_weights(class_counts, hp["beta"])`.
-    """
-    from tfcell import losses, models
-
-    if method_name not in METHODS:
-        raise ValueError(f"Unknown method {method_name!r}; known: {sorted(METHODS)}.")
-    method = METHODS[method_name]
-    weights = None
-    if method.class_balanced:
-        weights = [float(w) for w in losses.class_balanced_weights(class_counts, hp["beta"])]
-    backbone = make_backbone(config.model, config.data.image_size)
-    model = models.build_classifier(
-        backbone,
-        len(class_counts),
-        head=method.head,
-        embedding_dim=config.model.embedding_dim,
-        name=method_name,
-        **method.head_kwargs(hp),
-    )
-    return model, method.make_loss(hp, weights), method
+def make_optimizer(optimizer_config):
+    """Adam or SGD (with momentum) from `config.optimizer`."""
+    name = optimizer_config.name
+    if name == "adam":
+        return keras.optimizers.Adam(learning_rate=optimizer_config.learning_rate)
+    if name == "sgd":
+        return keras.optimizers.SGD(
+            learning_rate=optimizer_config.learning_rate,
+            momentum=optimizer_config.get("momentum", 0.9),
+        )
+    raise ValueError(f"config.optimizer.name must be 'adam' or 'sgd'; received {name!r}.")

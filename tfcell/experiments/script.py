@@ -1,5 +1,10 @@
 """What every reproduction script's `main` does, once: log versions and the
-config, seed, sweep or run, and print where the report is."""
+config, check what the run needs, seed, sweep or run, and print where the
+report is.
+
+Scripts import this module inside `main`, after absl has parsed the flags, so
+that `--help` answers without importing TensorFlow.
+"""
 
 import logging
 import os
@@ -10,24 +15,42 @@ import numpy as np
 import tensorflow as tf
 
 import tfcell
-from tfcell.experiments import data as data_lib
+from tfcell.experiments import protocol as protocol_lib
 from tfcell.experiments import runner, sweep
 
-__all__ = ["run_script"]
+__all__ = ["download_or_exit", "run_script"]
 
 
-def run_script(config, workdir, settings_fn, prepare=None, synthetic_scale=False):
+def download_or_exit(config, names, root):
+    """`--config.data.download=True`: fetch `names` into `root` and point
+    `config.data.root` at it; on failure, exit non-zero with the reason (never
+    a silent fall-back to synthetic data)."""
+    if config.data.root or not config.data.get("download"):
+        return
+    from tfcell.data import download
+
+    try:
+        for name in names:
+            download.fetch(name, root)
+    except Exception as error:  # noqa: BLE001 (offline, moved URL, bad checksum, ...)
+        raise SystemExit(
+            f"--config.data.download=True: downloading {', '.join(names)} into {root} failed: "
+            f"{type(error).__name__}: {error}. Download by hand and pass "
+            "--config.data.root=<folder>, or leave download off to run on the default data."
+        ) from error
+    with config.unlocked():
+        config.data.root = root
+
+
+def run_script(config, workdir, restart=False, prepare=None):
     """Runs a reproduction from its parsed config.
 
     Args:
-        config: the script's `ml_collections.ConfigDict` (from `--config`).
-        workdir: output folder (`--workdir`).
-        settings_fn: `(config, repeat) -> [Setting]`, e.g. `data.idc_settings`.
-        prepare: optional `(config) -> None` run first (e.g. a download that
-            sets `config.data.root`).
-        synthetic_scale: switch to the config's `synthetic` section when no
-            real data is given (CRC: VGG19 at 224 px is pointless on the
-            embedded tiles).
+        config: the script's `ml_collections.ConfigDict` (from `--config`);
+            `config.protocol` names the paper's protocol.
+        workdir: output folder (`--workdir`); the same command resumes there.
+        restart: `--restart`: start over in `workdir`.
+        prepare: optional `(config) -> None` run first (e.g. a download).
 
     Returns:
         None, always: absl's `app.run` exits with `main`'s return value.
@@ -37,17 +60,21 @@ def run_script(config, workdir, settings_fn, prepare=None, synthetic_scale=False
         f"tfcell {tfcell.__version__}, TF {tf.__version__}, Keras {keras.__version__}, "
         f"numpy {np.__version__}, Python {sys.version.split()[0]}"
     )
+    if config.sweep.get("enabled"):
+        sweep.require_keras_tuner()  # Before any data is read.
+    protocol = protocol_lib.load_protocol(config.protocol)
     if prepare is not None:
         prepare(config)
-    if synthetic_scale and data_lib.uses_synthetic(config):
-        data_lib.apply_synthetic_scale(config)
+    prepare_config = getattr(protocol, "prepare_config", None)
+    if prepare_config is not None:
+        prepare_config(config)
     print(config)
     keras.utils.set_random_seed(config.seed)
-    if config.sweep.enabled:
-        best = sweep.run_sweep(config, workdir, settings_fn)
+    if config.sweep.get("enabled"):
+        best = sweep.run_sweep(protocol, config, workdir, restart=restart)
         print(f"Best hyperparameters: {os.path.join(workdir, 'sweep', 'best_hparams.json')}")
         print(best)
         return None
-    path = runner.run(config, workdir, settings_fn)
+    path = runner.run(protocol, config, workdir, restart=restart)
     print(f"\nReport: {os.path.abspath(path)}")
     return None

@@ -1,26 +1,38 @@
-"""Keras Tuner sweep over the CFAL paper's search space (Table III).
+"""Keras Tuner sweep over a config's search space, resumable.
 
-    beta     all class-balanced losses   0.9, 0.99, 0.999, 0.9999, 0.99999
-    margin   CFAL (lambda)               0.1 ... 0.9 (steps of 0.1)
-    sigma    CFAL                        80 ... 430 (steps of 50)
-    gamma    CFAL                        0.5, 1.0, 2.0, 5.0
-    scale    ArcFace/CosFace/SphereFace  1, 5, 10, 15, 20, 30, 64
-    margin   ArcFace/CosFace/SphereFace  0.1, 0.35, 0.5, 0.7, 0.9
+The space lives in the config (`config.sweep.space[method]`: hyperparameter ->
+list of values); one tuner per method of `config.sweep.methods`, on the first
+setting of repeat 0 with its TEST part replaced by its validation part, so the
+tuner never sees test images. Objective: the same validation selection value
+as every comparison (`config.training.selection`, e.g. macro-F1).
 
-The space itself lives in the config (`config.sweep.space`); one tuner per
-method, objective: macro-F1 on the validation split (the paper's main metric
-for imbalanced data). The best trial of each method is written to
-`<workdir>/sweep/best_hparams.json` and appended to `results.jsonl`; the workdir
-also gets `config.json` and, last, `done`, as a comparison run does.
+Resume: each tuner keeps its trials under `<workdir>/sweep/<method>/` and is
+reopened with `overwrite=False`, so a killed sweep continues with the trial it
+was in; a method whose best trial was recorded is a finished job
+(`sweep_<setting>/r0/<method>`) and is skipped. `--restart` starts over.
+
+Needs `keras-tuner` (`pip install "tfcell[tuner]"`); `require_keras_tuner()`
+says so before any data is read.
 """
 
+import dataclasses
 import os
 
-from tfcell.evaluation import report
-from tfcell.experiments import runner
+from tfcell.experiments import tasks
+from tfcell.experiments import workdir as workdir_lib
 from tfcell.training import strategy as strategy_lib
 
-__all__ = ["run_sweep"]
+__all__ = ["require_keras_tuner", "run_sweep"]
+
+
+def require_keras_tuner():
+    """Raises a clear error when keras-tuner (or the TensorBoard it needs) is missing."""
+    try:
+        import keras_tuner  # noqa: F401
+    except ImportError as error:
+        raise SystemExit(
+            f"A sweep needs keras-tuner ({error}). Install it with: pip install \"tfcell[tuner]\""
+        ) from error
 
 
 def _choose(hp, name, values):
@@ -30,74 +42,88 @@ def _choose(hp, name, values):
     return hp.Choice(name, [float(v) for v in values])
 
 
-def run_sweep(config, workdir, settings_fn):
-    """Tunes each method of `config.sweep.methods` on the first setting; returns
-    `{method: best hyperparameters}`."""
-    runner.start_workdir(workdir, config)
-    setting = settings_fn(config, 0)[0]
+def _validation_view(setting):
+    parts = {"train": setting.parts["train"], "val": setting.parts["val"]}
+    parts["test"] = setting.parts["val"]
+    return dataclasses.replace(setting, parts=parts)
+
+
+def run_sweep(protocol, config, workdir, restart=False):
+    """Tunes each method of `config.sweep.methods`; returns `{method: best hp}`."""
+    require_keras_tuner()
+    wd = workdir_lib.Workdir(workdir, config, restart=restart)
+    setting = _validation_view(protocol.settings(config, 0)[0])
+    data = tasks.SettingData(
+        setting, config.data.image_size, wd.cache_dir,
+        in_memory=config.data.get("in_memory", True),
+    )  # fmt: skip
     strategy = strategy_lib.get_strategy()
-    writer = report.ResultsWriter(workdir)
+    methods = protocol.methods(config)
     best = {}
     for name in config.sweep.methods:
-        defaults = dict(config.loss[name])
-        tuner = _make_tuner(config, name, setting, strategy, workdir)
+        key = workdir_lib.job_key(f"sweep_{setting.name}", 0, name)
+        if wd.is_finished(key):
+            done = [r for r in wd.records() if r.get("job") == key]
+            best[name] = done[0]["hparams"] if done else {}
+            print(f"sweep {name}: finished earlier, skipped", flush=True)
+            continue
+        tuner = _make_tuner(protocol, config, name, methods[name], data, strategy, wd.path)
         tuner.search()
         trial = tuner.oracle.get_best_trials(1)[0]
-        hp = {**defaults, **trial.hyperparameters.values}
+        hp = {**protocol.hparams(config, name), **trial.hyperparameters.values}
         best[name] = hp
-        writer.write(
-            {
-                "setting": setting.name,
-                "method": name,
-                "kind": "sweep",
-                "hparams": hp,
-                "val_f1": float(trial.score),
-                "trials": len(tuner.oracle.trials),
-            }
+        objective = config.training.selection
+        wd.finish(
+            key,
+            [
+                {
+                    "setting": setting.name,
+                    "method": name,
+                    "kind": "sweep",
+                    "hparams": hp,
+                    "objective": objective,
+                    "best_value": float(trial.score),
+                    "trials": len(tuner.oracle.trials),
+                }
+            ],
         )
-        print(f"sweep {name}: best val macro-F1 {trial.score:.3f} with {hp}", flush=True)
-    runner.write_json(os.path.join(workdir, "sweep", "best_hparams.json"), best)
-    report.write_done(workdir)
+        print(f"sweep {name}: best {objective} {trial.score:.3f} with {hp}", flush=True)
+    wd.write_json(os.path.join("sweep", "best_hparams.json"), best)
+    wd.write_done()
     return best
 
 
-def _make_tuner(config, name, setting, strategy, workdir):
+def _make_tuner(protocol, config, name, method, data, strategy, workdir):
     """A Keras Tuner whose trial trains `name` with the trial's hyperparameters
-    (over the defaults of `config.loss[name]`) and reports validation macro-F1."""
+    (over the protocol's defaults) and reports the validation selection value."""
     import keras_tuner
 
-    defaults = dict(config.loss[name])
+    defaults = protocol.hparams(config, name)
     space = dict(config.sweep.space[name])
-    validation = _as_validation(setting)
 
     def run_trial(self, trial, *args, **kwargs):
         hp = dict(defaults)
         for key, values in space.items():
             hp[key] = _choose(trial.hyperparameters, key, values)
-        _, record, _ = runner.train_method(
-            name, validation, config, config.seed, strategy, hp=hp, verbose=0
-        )
-        return {"val_f1": record["f1"]}
+        job = tasks.Job(
+            key=f"trial/{trial.trial_id}", name=name, method=method, hp=hp, data=data,
+            config=config, seed=config.seed, strategy=strategy, verbose=0,
+            augment=protocol.augmentation(config, config.seed),
+        )  # fmt: skip
+        result = protocol.task.run_job(job)
+        return {"objective": result.records[0]["val_selection_value"]}
 
     base = {
         "random": keras_tuner.RandomSearch,
         "bayesian": keras_tuner.BayesianOptimization,
     }[config.sweep.tuner]
-    tuner_cls = type(f"{base.__name__}CFAL", (base,), {"run_trial": run_trial})
+    tuner_cls = type(f"{base.__name__}Sweep", (base,), {"run_trial": run_trial})
     return tuner_cls(
         hypermodel=None,
-        objective=keras_tuner.Objective("val_f1", "max"),
+        objective=keras_tuner.Objective("objective", "max"),
         max_trials=config.sweep.max_trials,
         seed=config.seed,
         directory=os.path.join(workdir, "sweep"),
         project_name=name,
-        overwrite=True,
+        overwrite=False,
     )
-
-
-def _as_validation(setting):
-    """The setting with its validation split as the test split, so that the
-    tuner never sees the test images (early stopping still uses validation)."""
-    import dataclasses
-
-    return dataclasses.replace(setting, test=setting.val)

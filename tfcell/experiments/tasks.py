@@ -1,0 +1,275 @@
+"""Tasks: what one job does with a method on a setting.
+
+`ClassificationTask` (every classification paper): decode the setting's images
+once, train the method with `fit` on `tf.data` from `tfcell.data.pipeline`,
+select the best epoch by validation macro-F1 or accuracy
+(`selection.ValidationSelection`), fit a temperature on the validation scores
+(`tfcell.evaluation.calibration`) so that every method's test probabilities
+are on one calibrated scale, and evaluate every test part.
+
+A task is any object with `run_job(job) -> JobResult`; segmentation
+(exclusive cross-entropy) and representation + random forest (AE-CFE) bring
+their own task from their paper package without editing the harness.
+"""
+
+import dataclasses
+import logging
+import os
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfcell.evaluation import calibration, metrics
+from tfcell.experiments import methods as methods_lib
+from tfcell.experiments import selection
+
+__all__ = ["ClassificationTask", "EpochTimer", "Job", "JobResult", "SettingData", "evaluate_scores"]
+
+logger = logging.getLogger("tfcell.experiments")
+
+
+class EpochTimer(keras.callbacks.Callback):
+    """Wall time of every training epoch (selection pass included)."""
+
+    def on_train_begin(self, logs=None):
+        self.times = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.times.append(time.perf_counter() - self._start)
+
+
+class SettingData:
+    """A setting's images, decoded and resized once, and datasets over its parts.
+
+    Args:
+        setting: a `settings.Setting`.
+        image_size: int, the square size images are brought to.
+        cache_dir: where decoded arrays are kept on disk (the workdir's `cache/`),
+            or None for memory only.
+        in_memory: True (default): decode the whole table once
+            (`tfcell.data.cache.decoded_images`) and serve every epoch from that
+            array (`pipeline.from_arrays`). False, for sets that do not fit in
+            memory (NCT-CRC-HE-100K at 224 px is 15 GB): stream and decode every
+            epoch from the files (`pipeline.from_records`).
+    """
+
+    def __init__(self, setting, image_size, cache_dir=None, in_memory=True):
+        from tfcell.data import cache
+
+        self.setting = setting
+        self.image_size = int(image_size)
+        self.in_memory = bool(in_memory)
+        self.images = None
+        if self.in_memory:
+            self.images = cache.decoded_images(
+                setting.records, self.image_size, pad_small=setting.pad_small,
+                cache_dir=cache_dir,
+            )  # fmt: skip
+        self.id_maps = setting.id_maps()
+        records = setting.records
+        self.domains = records["domain"].astype(str).to_numpy() if "domain" in records else None
+        self.subjects = records["subject"].astype(str).to_numpy() if "subject" in records else None
+
+    @property
+    def image_shape(self):
+        return (self.image_size, self.image_size, 3)
+
+    def info(self):
+        s = self.setting
+        train = s.parts["train"]
+        num_domains = max(len(self.id_maps.get("domain", {})), 1)
+        domain_ids = np.zeros(len(train), "int64")
+        if self.domains is not None:
+            domain_ids = np.array([self.id_maps["domain"][d] for d in self.domains[train]])
+        table = np.zeros((num_domains, s.num_classes), "int64")
+        np.add.at(table, (domain_ids, s.labels("train")), 1)
+        return methods_lib.DataInfo(
+            num_classes=s.num_classes,
+            class_counts=tuple(int(c) for c in s.class_counts("train")),
+            image_shape=self.image_shape,
+            num_domains=num_domains,
+            num_subjects=max(len(self.id_maps.get("subject", {})), 1),
+            domain_class_counts=tuple(tuple(int(c) for c in row) for row in table),
+        )
+
+    def dataset(self, part, batch_size, output="tuple", training=False, seed=0, augment=None):
+        """`tf.data` batches of one part (`tfcell.data.pipeline.from_arrays`)."""
+        from tfcell.data import pipeline
+
+        idx = self.setting.parts[part]
+        if not self.in_memory:
+            return pipeline.from_records(
+                self.setting.table(part), self.image_size, batch_size=batch_size,
+                shuffle=training, augment=augment if training else None, seed=seed,
+                output=output, pad_small=self.setting.pad_small, validate=None,
+                id_maps=self.id_maps,
+            )  # fmt: skip
+        return pipeline.from_arrays(
+            self.images[idx],
+            self.setting.labels(part),
+            batch_size=batch_size,
+            shuffle=training,
+            augment=augment if training else None,
+            seed=seed,
+            output=output,
+            domains=None if self.domains is None else self.domains[idx],
+            subjects=None if self.subjects is None else self.subjects[idx],
+            id_maps=self.id_maps,
+        )
+
+    def predict(self, model, part, batch_size):
+        """Inference-mode scores of a part, in part order."""
+        if self.in_memory:
+            dataset = (
+                tf.data.Dataset.from_tensor_slices(self.images[self.setting.parts[part]])
+                .batch(batch_size)
+                .map(lambda x: tf.cast(x, tf.float32), num_parallel_calls=tf.data.AUTOTUNE)
+                .prefetch(tf.data.AUTOTUNE)
+            )
+        else:
+            dataset = self.dataset(part, batch_size).map(lambda x, y: x)
+        return np.asarray(model.predict(dataset, verbose=0))
+
+
+def evaluate_scores(y_true, probabilities, num_classes):
+    """Metrics, class-wise AUROC and the normalised confusion matrix of one model."""
+    predictions = np.asarray(probabilities).argmax(axis=1)
+    out = metrics.classification_metrics(y_true, predictions, num_classes)
+    out["auroc"] = metrics.classwise_auroc(y_true, probabilities)
+    out["confusion"] = metrics.normalized_confusion_matrix(y_true, predictions, num_classes)
+    return out
+
+
+@dataclasses.dataclass
+class Job:
+    """One (setting, repeat, method) to run."""
+
+    key: str
+    name: str  # The method's name.
+    method: object  # methods.Method
+    hp: dict
+    data: SettingData
+    config: object
+    seed: int
+    strategy: object
+    folder: str = None  # The job's folder (models, TensorBoard logs); None: keep nothing.
+    augment: object = None
+    verbose: int = None
+
+
+@dataclasses.dataclass
+class JobResult:
+    records: list  # One per test part.
+    outputs: dict  # Arrays saved with the job (scores, labels, calibrated probabilities).
+    model: object = None
+
+
+class ClassificationTask:
+    """Trains and evaluates one classification method (see the module docstring)."""
+
+    def run_job(self, job):
+        config, data, setting = job.config, job.data, job.data.setting
+        train_cfg = config.training
+        keras.utils.set_random_seed(job.seed)
+        info = data.info()
+        with job.strategy.scope():
+            built = job.method.build(info, dict(job.hp), config)
+            compile_kwargs = {"optimizer": methods_lib.make_optimizer(config.optimizer)}
+            if built.loss is not None:
+                compile_kwargs.update(loss=built.loss, metrics=["accuracy"])
+            built.model.compile(**compile_kwargs)
+        batch_size = train_cfg.batch_size
+        val_labels = setting.labels("val")
+        selector = selection.ValidationSelection(
+            lambda: data.predict(built.model, "val", batch_size),
+            val_labels,
+            setting.num_classes,
+            monitor=train_cfg.selection,
+            patience=train_cfg.patience,
+        )
+        nan_stop = selection.StopOnNaN(f"{job.name} on {job.key}")
+        timer = EpochTimer()
+        callbacks = [nan_stop, timer, selector]
+        if built.callbacks is not None:
+            callbacks += list(built.callbacks(built.model, _CallbackData(data, job, batch_size)))
+        if job.folder and train_cfg.get("tensorboard"):
+            callbacks.append(
+                keras.callbacks.TensorBoard(
+                    log_dir=os.path.join(job.folder, "tensorboard"), write_graph=False
+                )
+            )
+        train = data.dataset(
+            "train", batch_size, job.method.batches, True, job.seed, job.augment
+        )
+        steps = train_cfg.get("steps_per_epoch") or None
+        if steps:
+            train = train.repeat()
+        start = time.perf_counter()
+        history = built.model.fit(
+            train,
+            epochs=train_cfg.epochs,
+            steps_per_epoch=steps,
+            callbacks=callbacks,
+            verbose=train_cfg.verbose if job.verbose is None else job.verbose,
+        )
+        train_time = time.perf_counter() - start
+        nan_stop.check()
+        # Calibration: one temperature per model, fitted on the validation part.
+        val_scores = data.predict(built.model, "val", batch_size)
+        val_logits = calibration.to_logits(val_scores, built.head, setting.num_classes, built.scale)
+        temperature = calibration.fit_temperature(val_logits, val_labels)
+        outputs = {"val_scores": val_scores, "val_labels": val_labels}
+        base = {
+            "method": job.name,
+            "title": job.method.title,
+            "kind": "single",
+            "hparams": dict(job.hp),
+            "epochs": len(history.history.get("loss", [])),
+            "best_epoch": selector.best_epoch + 1,
+            "selection": train_cfg.selection,
+            "val_selection_value": selector.best_value,
+            "val_history": selector.history,
+            "epoch_times": timer.times,
+            # The first epoch includes tracing; a steady-state time leaves it out.
+            "epoch_time_s": float(np.mean(timer.times[1:] if len(timer.times) > 1 else timer.times)),
+            "train_time_s": train_time,
+            "num_params": int(built.model.count_params()),
+            "temperature": temperature,
+            "head": built.head,
+        }
+        records = []
+        for part in setting.test_parts:
+            scores = data.predict(built.model, part, batch_size)
+            logits = calibration.to_logits(scores, built.head, setting.num_classes, built.scale)
+            probabilities = calibration.probabilities(logits, temperature)
+            labels = setting.labels(part)
+            outputs[f"{part}_scores"] = scores
+            outputs[f"{part}_labels"] = labels
+            outputs[f"{part}_probabilities"] = probabilities
+            records.append(
+                {
+                    **base,
+                    "test_set": part,
+                    "num_test": len(labels),
+                    "ece": calibration.expected_calibration_error(probabilities, labels),
+                    **evaluate_scores(labels, probabilities, setting.num_classes),
+                }
+            )
+        return JobResult(records, outputs, built.model)
+
+
+class _CallbackData:
+    """What a method's callback factory may use: unshuffled training batches."""
+
+    def __init__(self, data, job, batch_size):
+        self._data, self._job, self._batch_size = data, job, batch_size
+
+    def train_dataset(self, shuffle=False):
+        return self._data.dataset(
+            "train", self._batch_size, self._job.method.batches, shuffle, self._job.seed
+        )
