@@ -1,13 +1,16 @@
-"""Figures written as PNG files with matplotlib's Agg backend (no display needed)."""
+"""Figures written as PNG files through matplotlib's object API.
+
+No `pyplot` and no `matplotlib.use`: `import tfcell` and every plot leave the
+user's matplotlib backend and pyplot state alone (a notebook keeps its inline
+backend). Each figure is a `matplotlib.figure.Figure` drawn on its own Agg
+canvas, so no display is needed and nothing is left open in pyplot.
+"""
 
 import textwrap
 
-import matplotlib
-
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import numpy as np
+from matplotlib import figure as mpl_figure
+from matplotlib.backends import backend_agg
 
 __all__ = ["plot_confusion_matrix"]
 
@@ -26,7 +29,9 @@ def plot_confusion_matrix(matrix, class_names, path, title=None):
     """
     matrix = np.asarray(matrix, "float64")
     size = max(3.0, 0.6 * len(class_names) + 1.5)
-    fig, ax = plt.subplots(figsize=(size, size))
+    fig = mpl_figure.Figure(figsize=(size, size))
+    backend_agg.FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
     ax.imshow(matrix, cmap="Blues", vmin=0.0, vmax=1.0)
     ticks = np.arange(len(class_names))
     ax.set_xticks(ticks, labels=class_names, rotation=45, ha="right")
@@ -49,5 +54,4 @@ def plot_confusion_matrix(matrix, class_names, path, title=None):
         ax.set_title(textwrap.fill(title, width=max(20, int(7 * size))), fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path
