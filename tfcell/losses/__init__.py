@@ -1,6 +1,12 @@
 """tfcell losses: one file per family, each loss a registered `keras.losses.Loss`
-with a per-sample snake_case function twin."""
+with a per-sample snake_case function twin.
 
+`tfcell.losses.get("cfal", margin=0.1)` builds a loss from its short name (the
+table is `tfcell.losses._registry.LOSSES`), its class name or a config, and
+falls back to `keras.losses.get` for Keras's own losses.
+"""
+
+from tfcell.losses._registry import get
 from tfcell.losses.affinity import *
 from tfcell.losses.alignment import *
 from tfcell.losses.boda import *
