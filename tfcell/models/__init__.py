@@ -4,3 +4,4 @@ on any of them."""
 
 from tfcell.models.backbones import *
 from tfcell.models.classifier import *
+from tfcell.models.saving import *
