@@ -18,6 +18,12 @@ class BackbonesTest(test_case.TestCase):
         out = model(np.zeros((2, 32, 32, 3), "float32"))
         self.assertEqual(tuple(out.shape), (2, 4 * 4 * 64))
 
+    def test_alexnet_is_the_same_in_training_and_inference(self):
+        # No BatchNorm, no dropout: nothing to re-estimate (issue 8).
+        x = np.random.RandomState(0).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
+        model = backbones.alexnet((32, 32, 3), widths=(4, 4, 8))
+        self.assertAllClose(model(x, training=True), model(x, training=False))
+
     def test_cct_has_about_400k_parameters(self):
         # Table XIV / Sec. V-D3: 2 conv + 2 transformer layers, projection 128, ~400 k.
         model = backbones.cct((32, 32, 3))
@@ -31,6 +37,42 @@ class BackbonesTest(test_case.TestCase):
     def test_small_cnn(self):
         model = backbones.small_cnn((16, 16, 3), widths=(4, 8))
         self.assertEqual(tuple(model.output.shape), (None, 8))
+
+    def test_small_cnn_norms(self):
+        group = backbones.small_cnn((16, 16, 3), widths=(4, 16), norm="group")
+        batch = backbones.small_cnn((16, 16, 3), widths=(4, 16))  # the default
+
+        def of_type(model, kind):
+            return [layer for layer in model.layers if isinstance(layer, kind)]
+
+        gn = of_type(group, keras.layers.GroupNormalization)
+        self.assertEqual([layer.groups for layer in gn], [4, 8])  # capped at the width
+        self.assertEqual(of_type(group, keras.layers.BatchNormalization), [])
+        bn = of_type(batch, keras.layers.BatchNormalization)
+        self.assertEqual([layer.name for layer in bn], ["bn0", "bn1"])
+        # The old BatchNorm model keeps its momentum and its parameter count.
+        self.assertEqual(batch.get_layer("bn0").momentum, 0.9)
+        self.assertEqual(group.count_params() + 2 * (4 + 16), batch.count_params())
+
+    def test_small_cnn_group_norm_is_the_same_in_training_and_inference(self):
+        x = np.random.RandomState(0).uniform(0, 255, (6, 16, 16, 3)).astype("float32")
+        model = backbones.small_cnn((16, 16, 3), widths=(4, 8), norm="group")
+        self.assertAllClose(model(x, training=True), model(x, training=False), atol=1e-6)
+        # Per-image normalisation: an image's features do not depend on the batch.
+        self.assertAllClose(model(x[:1], training=True), model(x, training=True)[:1], atol=1e-5)
+        batch = backbones.small_cnn((16, 16, 3), widths=(4, 8))
+        gap = keras.ops.convert_to_numpy(batch(x, training=True) - batch(x, training=False))
+        self.assertGreater(np.abs(gap).max(), 1e-3)
+
+    def test_small_cnn_rejects_bad_norm_and_groups(self):
+        with self.assertRaisesRegex(ValueError, "norm must be one of"):
+            backbones.small_cnn((16, 16, 3), norm="layer")
+        with self.assertRaisesRegex(ValueError, "divide every width"):
+            backbones.small_cnn((16, 16, 3), widths=(12, 16), norm="group", groups=8)
+        with self.assertRaisesRegex(ValueError, "divide every width"):
+            backbones.small_cnn((16, 16, 3), norm="group", groups=0)
+        # BatchNorm ignores groups.
+        backbones.small_cnn((16, 16, 3), widths=(12,), norm="batch", groups=8)
 
     def test_vgg19_offline_falls_back_to_random_init_with_warning(self):
         cached = os.path.join(os.path.expanduser("~"), ".keras", "models", backbones._VGG19_NOTOP)
@@ -64,7 +106,6 @@ class ClassifierTest(test_case.TestCase):
             ("softmax", {}, 3),
             ("affinity", {"sigma": 130.0}, 3),
             ("cosine", {}, 3),
-            ("cosine", {"return_norms": True}, 4),
         ]
         for head, kwargs, width in cases:
             model = tfcell.models.build_classifier(
@@ -91,6 +132,7 @@ class ClassifierTest(test_case.TestCase):
             lambda: backbones.alexnet((16, 16, 3), widths=(4, 4, 4)),
             lambda: backbones.cct((16, 16, 3), projection_dim=16, mlp_units=(16,)),
             lambda: backbones.small_cnn((16, 16, 3), widths=(4,)),
+            lambda: backbones.small_cnn((16, 16, 3), widths=(4,), norm="group"),
         ):
             model = tfcell.models.build_classifier(make(), 3, "affinity", 4, sigma=130.0)
             model.compile(optimizer="adam", loss=tfcell.losses.CFALoss(0.1, 1.0, [1.0, 1.0, 1.0]))

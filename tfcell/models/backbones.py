@@ -125,7 +125,9 @@ def alexnet(input_shape=(32, 32, 3), widths=(32, 32, 64), name="alexnet"):
 
     Note: their local response normalisation layers are left out (Keras has none,
     and they do not change results at this size); the final `fc` layers are the
-    classifier's embedding and head (`build_classifier`).
+    classifier's embedding and head (`build_classifier`). With no normalisation
+    and no dropout it computes the same function in training and in inference,
+    so its validation curves carry no BatchNorm-statistics noise (`small_cnn`).
 
     Args:
         input_shape: patch shape; 32 x 32 x 3 in both papers.
@@ -152,23 +154,64 @@ def alexnet(input_shape=(32, 32, 3), widths=(32, 32, 64), name="alexnet"):
     return keras.Model(inputs, x, name=name)
 
 
-def small_cnn(input_shape=(64, 64, 3), widths=(16, 32, 64), name="small_cnn"):
-    """A small CNN (conv-BN-ReLU-pool blocks, global average pool) for CPU runs.
+_NORMS = ("group", "batch")
+
+
+def small_cnn(
+    input_shape=(64, 64, 3), widths=(16, 32, 64), norm="batch", groups=8, name="small_cnn"
+):
+    """A small CNN (conv-norm-ReLU-pool blocks, global average pool) for CPU runs.
 
     Not in the paper: it stands in for VGG19 in the `cpu` and `smoke` configs so a
     whole CRC comparison fits in minutes on two cores.
 
+    Train it with `tfcell.training.PreciseBatchNormCallback(train_data)`. Its
+    BatchNorm moving statistics lag the weights in these short Adam runs, so
+    without the callback inference-mode accuracy swings from epoch to epoch while
+    the same weights with batch statistics do not (PBC, 64 px: 0.83, 0.81, 0.60,
+    0.85 vs 0.86, 0.91, 0.90, 0.94), and every validation curve, early-stopping
+    choice and CPU table inherits that noise. The callback re-estimates the
+    statistics with the current weights before each evaluation.
+
+    `norm="group"` (GroupNorm) has no train/inference difference at all, but it
+    is not the default: measured side by side (`benchmarks/bn_inference.py`,
+    docs/benchmarks.md) it trained clearly worse in the same epochs and its
+    Keras layer made each training step about 2x slower on CPU.
+
     Args:
         input_shape: image shape.
         widths: filters of each block (one 3x3 conv and one 2x2 max-pool per block).
+        norm: "batch" (BatchNorm, momentum 0.9; layers `bn{i}`) or "group"
+            (GroupNorm; layers `gn{i}`).
+        groups: GroupNorm groups per layer (capped at the layer's width, which it
+            must divide); ignored for `norm="batch"`.
         name: model name.
+
+    Returns:
+        A `keras.Model` from `[0, 255]` RGB images to `widths[-1]` features.
     """
+    if norm not in _NORMS:
+        raise ValueError(
+            f'small_cnn: norm must be one of {_NORMS}; received norm={norm!r}. Use "batch" '
+            '(BatchNorm; train with PreciseBatchNormCallback) or "group" (GroupNorm).'
+        )
+    if norm == "group":
+        bad = [w for w in widths if groups < 1 or w % min(groups, w)]
+        if bad:
+            raise ValueError(
+                f"small_cnn: groups={groups} must be >= 1 and divide every width (or exceed "
+                f"it); widths {bad} of {tuple(widths)} are not divisible. Pick groups that "
+                "divide all widths, e.g. a power of two with power-of-two widths."
+            )
     inputs = keras.Input(input_shape, name="image")
     x = keras.layers.Rescaling(1.0 / 255.0)(inputs)
     for i, width in enumerate(widths):
         x = keras.layers.Conv2D(width, 3, padding="same", use_bias=False, name=f"conv{i}")(x)
-        # momentum 0.9: short CPU runs leave 0.99's moving statistics unsettled.
-        x = keras.layers.BatchNormalization(momentum=0.9, name=f"bn{i}")(x)
+        if norm == "group":
+            x = keras.layers.GroupNormalization(min(groups, width), name=f"gn{i}")(x)
+        else:
+            # momentum 0.9: short CPU runs leave 0.99's moving statistics unsettled.
+            x = keras.layers.BatchNormalization(momentum=0.9, name=f"bn{i}")(x)
         x = keras.layers.ReLU()(x)
         x = keras.layers.MaxPooling2D(2)(x)
     x = keras.layers.GlobalAveragePooling2D()(x)

@@ -1,8 +1,13 @@
-"""Callbacks that feed the training loop's state to losses (epoch-annealed ECE)."""
+"""Callbacks that feed the training loop's state to losses (epoch-annealed ECE)
+and keep BatchNorm statistics in step with the weights (precise BN)."""
+
+import itertools
 
 import keras
+import numpy as np
+import tensorflow as tf
 
-__all__ = ["EpochVariableCallback"]
+__all__ = ["EpochVariableCallback", "PreciseBatchNormCallback"]
 
 
 class EpochVariableCallback(keras.callbacks.Callback):
@@ -60,3 +65,164 @@ class EpochVariableCallback(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         for variable in self._variables():
             variable.assign(float(epoch))
+
+
+def _batch_norm_layers(model):
+    """The trainable `BatchNormalization` layers of `model`, nested models included.
+
+    Only trainable ones: a frozen BatchNorm runs in inference mode even under
+    `training=True` and keeps its statistics.
+    """
+    found, stack, seen = [], [model], set()
+    while stack:
+        layer = stack.pop()
+        if id(layer) in seen:
+            continue
+        seen.add(id(layer))
+        if isinstance(layer, keras.layers.BatchNormalization):
+            if layer.trainable:
+                found.append(layer)
+        stack.extend(reversed(getattr(layer, "layers", None) or []))
+    return found
+
+
+def _images(batch):
+    """The images of a batch: `(images, labels, ...)`, `{"image": ...}` or images."""
+    if isinstance(batch, (tuple, list)):
+        batch = batch[0]
+    if isinstance(batch, dict):
+        if "image" not in batch:
+            raise ValueError(
+                "PreciseBatchNormCallback needs image batches; a dict batch must have an "
+                f"'image' key, received keys {sorted(batch)}. Pass a tfcell.data.pipeline "
+                "dataset (tuple or dict output)."
+            )
+        batch = batch["image"]
+    return batch
+
+
+class PreciseBatchNormCallback(keras.callbacks.Callback):
+    """Re-estimates BatchNorm moving statistics before each evaluation ("precise BN").
+
+    A BatchNorm's moving mean and variance are an exponential average over the
+    last few training batches, computed with the weights of those batches. In
+    short Adam runs (the CPU configs) the weights move faster than that average
+    follows, so inference-mode accuracy swings from epoch to epoch although the
+    same weights with batch statistics do not (`tfcell.models.small_cnn` on PBC:
+    0.83, 0.81, 0.60, 0.85 against 0.86, 0.91, 0.90, 0.94). Before every
+    evaluation, this callback sets each trainable BatchNorm's statistics to the
+    plain average of the batch means and variances over `num_batches` training
+    batches, computed with the current weights (forward passes only, no weight
+    update):
+
+        for each BatchNorm layer l:
+            l.moving_mean = mean_k(batch_mean_k(l)); l.moving_variance = mean_k(batch_var_k(l))
+
+    It runs when `fit` evaluates (`on_test_begin`, so `val_*` logs, early
+    stopping and checkpoints see the new statistics), at the end of epochs without
+    validation and at the end of training, each time only if the weights changed
+    since the last estimate. Its cost is `num_batches` compiled forward passes.
+
+    Works with compiled models and with the `tfcell.training` trainers: each
+    batch's images are `batch[0]` of a tuple or `batch["image"]` of a dict, and
+    the model is called as `model(images, training=True)`. BatchNorm layers of
+    nested models are found through `.layers`; layers that `model(...)` does not
+    reach (e.g. a domain discriminator's) keep their statistics.
+
+    Args:
+        data: the training batches: a `tf.data.Dataset` (or any re-iterable)
+            yielding `(images, labels)` tuples, dict batches with "image", or
+            image tensors; usually the dataset given to `fit`.
+        num_batches: batches to average over (fvcore's precise BN uses 200 of
+            the detection batch; 20 batches of 32 settle a small CNN).
+
+    Example:
+    ```python
+    train = tfcell.data.pipeline.from_arrays(x, y, batch_size=32)
+    model.fit(train, validation_data=val, epochs=6,
+              callbacks=[tfcell.training.PreciseBatchNormCallback(train)])
+    ```
+
+    Reference:
+        - [Wu & Johnson, 2021](https://arxiv.org/abs/2105.07576), Sec. 3 ("precise BN")
+    """
+
+    def __init__(self, data, num_batches=20):
+        super().__init__()
+        if not isinstance(num_batches, int) or num_batches < 1:
+            raise ValueError(
+                f"PreciseBatchNormCallback: num_batches must be a positive int; received "
+                f"{num_batches!r}. Use e.g. 20."
+            )
+        self.data = data
+        self.num_batches = num_batches
+        self._stale = False
+        self._forward = None
+        self._forward_model = None
+
+    def _batches(self):
+        if isinstance(self.data, tf.data.Dataset):
+            return self.data.take(self.num_batches)
+        return itertools.islice(iter(self.data), self.num_batches)
+
+    def update(self):
+        """Re-estimates the statistics now; returns the number of batches used."""
+        layers = _batch_norm_layers(self.model)
+        self._stale = False
+        if not layers:
+            return 0
+        if self._forward is None or self._forward_model is not self.model:
+            # Traced (below) while every momentum is 0, so each call sets the moving
+            # statistics to that batch's; fit's own train function keeps its momentum.
+            model = self.model
+            self._forward = tf.function(
+                lambda images: model(images, training=True), reduce_retracing=True
+            )
+            self._forward_model = model
+        momenta = [layer.momentum for layer in layers]
+        saved = [(bn.moving_mean.numpy(), bn.moving_variance.numpy()) for bn in layers]
+        sums = [[np.zeros_like(m), np.zeros_like(v)] for m, v in saved]
+        count = 0
+        try:
+            for layer in layers:
+                layer.momentum = 0.0
+            for batch in self._batches():
+                self._forward(_images(batch))
+                for layer, total in zip(layers, sums):
+                    total[0] += layer.moving_mean.numpy()
+                    total[1] += layer.moving_variance.numpy()
+                count += 1
+        finally:
+            for layer, momentum in zip(layers, momenta):
+                layer.momentum = momentum
+            if count == 0:
+                for layer, (mean, variance) in zip(layers, saved):
+                    layer.moving_mean.assign(mean)
+                    layer.moving_variance.assign(variance)
+        if count == 0:
+            raise ValueError(
+                "PreciseBatchNormCallback: `data` yielded no batch; pass the training "
+                "dataset (a tf.data.Dataset or another re-iterable of batches)."
+            )
+        for layer, (mean, variance) in zip(layers, sums):
+            layer.moving_mean.assign(mean / count)
+            layer.moving_variance.assign(variance / count)
+        return count
+
+    def on_train_begin(self, logs=None):
+        self._stale = False
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._stale = True
+
+    def on_test_begin(self, logs=None):
+        if self._stale:
+            self.update()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self._stale:
+            self.update()
+
+    def on_train_end(self, logs=None):
+        if self._stale:
+            self.update()
