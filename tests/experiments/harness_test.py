@@ -123,18 +123,18 @@ def registered():
 def test_a_second_paper_runs_and_resumes_after_a_kill(tmp_path, registered):
     config = _config()
     work = str(tmp_path / "toy")
-    TOY.task.die_at = "lodo_domain_1/r0/coral"
+    TOY.task.die_at = "lodo_hospital_1/r0/coral"
     with pytest.raises(_Interrupted):
         runner.run(TOY, config, work)
     first = list(TOY.task.trained)
-    assert first == ["lodo_domain_0/r0/erm", "lodo_domain_0/r0/coral", "lodo_domain_1/r0/erm"]
+    assert first == ["lodo_hospital_0/r0/erm", "lodo_hospital_0/r0/coral", "lodo_hospital_1/r0/erm"]
     assert not report.is_done(work)
     # The same command again: finished jobs are skipped, the rest run, once each.
     TOY.task.die_at = None
     TOY.task.trained.clear()
     path = runner.run(TOY, config, work)
     assert TOY.task.trained == [
-        "lodo_domain_1/r0/coral", "lodo_domain_2/r0/erm", "lodo_domain_2/r0/coral",
+        "lodo_hospital_1/r0/coral", "lodo_hospital_2/r0/erm", "lodo_hospital_2/r0/coral",
     ]  # fmt: skip
     assert report.is_done(work) and os.path.exists(path)
     records = report.read_results(work)
@@ -151,7 +151,7 @@ def test_a_second_paper_runs_and_resumes_after_a_kill(tmp_path, registered):
     assert TOY.task.trained == []
     # The generic collector renders the toy paper's tables from the workdir.
     (text,) = collect.collect([work]).values()
-    assert "lodo_domain_2" in text and "coral" in text
+    assert "lodo_hospital_2" in text and "coral" in text
 
 
 def test_resume_refuses_another_config_and_restart_starts_over(tmp_path, registered):
@@ -247,5 +247,5 @@ def test_a_nan_loss_stops_the_job_and_names_it(tmp_path, registered):
     config = _config()
     config.optimizer.learning_rate = 1e30  # Diverges within an epoch.
     config.training.epochs = 3
-    with pytest.raises(selection.NaNLossError, match=r"erm on lodo_domain_0/r0/erm.*epoch 1"):
+    with pytest.raises(selection.NaNLossError, match=r"erm on lodo_hospital_0/r0/erm.*epoch 1"):
         runner.run(TOY, config, str(tmp_path / "nan"))

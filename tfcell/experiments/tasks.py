@@ -215,6 +215,7 @@ class ClassificationTask:
             epochs=train_cfg.epochs,
             steps_per_epoch=steps,
             callbacks=callbacks,
+            shuffle=False,  # The dataset reshuffles itself every epoch (seeded).
             verbose=train_cfg.verbose if job.verbose is None else job.verbose,
         )
         train_time = time.perf_counter() - start
