@@ -49,7 +49,9 @@ def _download(config):
     """`--config.data.download=True` without a root: fetch the data or exit non-zero."""
     from tfcell.experiments import script
 
-    script.download_or_exit(config, ("kather_100k", "kather_7k"), os.path.join(_WORKDIR.value, "data"))
+    script.download_or_exit(
+        config, ("kather_100k", "kather_7k"), os.path.join(_WORKDIR.value, "data")
+    )
 
 
 def main(argv):

@@ -65,9 +65,7 @@ class ToyPaper(protocol.Protocol):
 
     def methods(self, config):
         return {
-            "erm": methods.TrainerMethod(
-                "ERM", lambda f, c, info, hp: training.ERMTrainer(f, c)
-            ),
+            "erm": methods.TrainerMethod("ERM", lambda f, c, info, hp: training.ERMTrainer(f, c)),
             "coral": methods.TrainerMethod(
                 "CORAL",
                 lambda f, c, info, hp: training.CORALTrainer(

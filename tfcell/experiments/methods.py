@@ -94,9 +94,7 @@ class LossMethod(Method):
         required: hyperparameter names that must be in `hp`.
     """
 
-    def __init__(
-        self, title, head, make_loss, head_kwargs=None, class_balanced=False, required=()
-    ):
+    def __init__(self, title, head, make_loss, head_kwargs=None, class_balanced=False, required=()):
         super().__init__(title)
         self.head = head
         self.make_loss = make_loss

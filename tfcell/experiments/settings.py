@@ -195,7 +195,11 @@ def subject_kfold(records, n_splits, val_fraction, seed, name="fold{fold}", **kw
         }
         out.append(
             Setting(
-                name.format(fold=fold), records, parts, names, **kwargs,
+                name.format(fold=fold),
+                records,
+                parts,
+                names,
+                **kwargs,
             )  # fmt: skip
         )
     return out
@@ -221,7 +225,11 @@ def leave_one_domain_out(records, val_fraction, seed, by_subject=False, **kwargs
         parts = {"train": train, "val": val, "test": _positions(records, split.test)}
         out.append(
             Setting(
-                f"lodo_{domain}", records, parts, names, **kwargs,
+                f"lodo_{domain}",
+                records,
+                parts,
+                names,
+                **kwargs,
             )  # fmt: skip
         )
     return out
@@ -246,7 +254,11 @@ def domain_matrix(records, val_fraction, test_fraction, seed, **kwargs):
                 parts[f"test:{target}"] = _positions(records, other)
         out.append(
             Setting(
-                f"from_{source}", records, parts, names, **kwargs,
+                f"from_{source}",
+                records,
+                parts,
+                names,
+                **kwargs,
             )  # fmt: skip
         )
     return out

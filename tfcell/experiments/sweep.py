@@ -31,7 +31,7 @@ def require_keras_tuner():
         import keras_tuner  # noqa: F401
     except ImportError as error:
         raise SystemExit(
-            f"A sweep needs keras-tuner ({error}). Install it with: pip install \"tfcell[tuner]\""
+            f'A sweep needs keras-tuner ({error}). Install it with: pip install "tfcell[tuner]"'
         ) from error
 
 

@@ -203,9 +203,7 @@ class ClassificationTask:
                     log_dir=os.path.join(job.folder, "tensorboard"), write_graph=False
                 )
             )
-        train = data.dataset(
-            "train", batch_size, job.method.batches, True, job.seed, job.augment
-        )
+        train = data.dataset("train", batch_size, job.method.batches, True, job.seed, job.augment)
         steps = train_cfg.get("steps_per_epoch") or None
         if steps:
             train = train.repeat()
@@ -237,7 +235,9 @@ class ClassificationTask:
             "val_history": selector.history,
             "epoch_times": timer.times,
             # The first epoch includes tracing; a steady-state time leaves it out.
-            "epoch_time_s": float(np.mean(timer.times[1:] if len(timer.times) > 1 else timer.times)),
+            "epoch_time_s": float(
+                np.mean(timer.times[1:] if len(timer.times) > 1 else timer.times)
+            ),
             "train_time_s": train_time,
             "num_params": int(built.model.count_params()),
             "temperature": temperature,

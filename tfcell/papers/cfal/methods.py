@@ -34,7 +34,9 @@ METHODS = {
     "cb_sphereface": methods.LossMethod(
         "Class-balanced SphereFace",
         "cosine",
-        lambda hp, w: losses.SphereFaceLoss(margin=hp["margin"], scale=hp["scale"], class_weights=w),
+        lambda hp, w: losses.SphereFaceLoss(
+            margin=hp["margin"], scale=hp["scale"], class_weights=w
+        ),
         # Table IX gives a scale, so the head outputs plain cosines; scale=None
         # (Liu et al.'s feature-norm radius) needs the feature norm.
         lambda hp: {"return_norms": hp.get("scale") is None},

@@ -199,7 +199,7 @@ def write_report(workdir, config, records, run_info):
         f"Model selection: every method keeps the epoch with the best "
         f"{SELECTION_TEXT[config.training.selection]} (stopping after "
         f"{config.training.patience} epochs without improvement), the same criterion for "
-        "every loss. The paper says only \"early stopping, patience 5, when the validation "
+        'every loss. The paper says only "early stopping, patience 5, when the validation '
         "loss plateaus\"; a loss value does not track accuracy across losses (CFAL's focal "
         "weight rises as the model improves), and the authors' code keeps the best "
         "validation accuracy.",
@@ -380,4 +380,3 @@ def result_line(config, records, run_info, method="cfal", setting=None):
         f"{lines[0]}; {lines[1]}; on {run_info.get('hardware', 'unknown hardware')}, "
         f"{run_info.get('elapsed_min', float('nan')):.0f} min"
     )
-

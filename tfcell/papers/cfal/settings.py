@@ -72,9 +72,7 @@ def idc_settings(config, repeat):
                 seed,
                 by=_IDC_SPLITS[split],
                 class_names=IDC_CLASS_NAMES,
-                description=(
-                    f"{description}, at {config.data.image_size} px; {split}-level split"
-                ),
+                description=(f"{description}, at {config.data.image_size} px; {split}-level split"),
                 synthetic=synthetic_data,
                 pad_small=(idc.IDC_PATCH_SIZE, idc.IDC_PATCH_SIZE),
             )
