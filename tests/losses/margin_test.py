@@ -70,6 +70,20 @@ def ref_sphereface(labels, cos, margin, scale, weights, norms=None):
 
 NORMS = np.array([2.0, 0.5, 3.0, 1.0], "float32")
 COS_NORMS = np.concatenate([COS, NORMS[:, None]], axis=-1)
+# What CosineHead(3, sphereface_margin=4.0) outputs for these cosines and norms.
+ASOFTMAX = np.asarray(losses.asoftmax_scores(COS, NORMS, 4.0), "float32")
+
+
+def ref_asoftmax_scores(cos, norms, margin):
+    """scores[i, j]: -A-Softmax loss of sample i were j its label (loop reference)."""
+    out = np.zeros(cos.shape)
+    for i in range(len(cos)):
+        for j in range(cos.shape[1]):
+            out[i, j] = -ref_sphereface(
+                [j], cos[i : i + 1], margin, None, [1.0] * 3, norms[i : i + 1]
+            )[0]
+    return out
+
 
 # name -> (loss factory, function twin call, reference, y_pred used)
 CASES = {
@@ -91,46 +105,88 @@ CASES = {
         lambda: ref_sphereface(Y, COS.astype("float64"), 0.35, 30.0, W),
         COS,
     ),
+    # A-Softmax: the head applies margin and norm, the loss picks the label's score.
     "sphereface_asoftmax": (
-        lambda **kw: losses.SphereFaceLoss(margin=4.0, scale=None, class_weights=W, **kw),
-        lambda y, p: losses.sphereface(y, p, 4.0, None, W),
+        lambda **kw: losses.SphereFaceLoss(scale=None, class_weights=W, **kw),
+        lambda y, p: losses.sphereface(y, p, None, None, W),
         lambda: ref_sphereface(Y, COS.astype("float64"), 4.0, None, W, NORMS),
-        COS_NORMS,
+        ASOFTMAX,
     ),
 }
 NAMES = [(name, name) for name in CASES]
 
 
-def _head_model(return_norms=False):
+def _head_model(sphereface_margin=None):
     inputs = keras.Input((4,))
     hidden = keras.layers.Dense(5)(inputs)
-    outputs = layers.CosineHead(3, return_norms=return_norms)(hidden)
+    outputs = layers.CosineHead(3, sphereface_margin=sphereface_margin)(hidden)
     return keras.Model(inputs, outputs)
+
+
+def _head_margin(name):
+    return 4.0 if name == "sphereface_asoftmax" else None
 
 
 class MarginFunctionsTest(testing.TestCase):
     def test_hand_checked(self):
         # CosFace, s=1, m=0.35: logits (0.15, 0) -> log(1 + exp(-0.15)) = 0.620957.
         got = losses.cosface([0], [[0.5, 0.0]], margin=0.35, scale=1.0)
-        self.assertAllClose(got, [0.620957], atol=1e-6)
+        self.assertAllClose(got, [0.620957])
         # ArcFace, cos_y = 0 -> theta = pi/2, target cos(pi/2 + .5) = -sin(.5) = -0.479426.
         got = losses.arcface([0], [[0.0, 0.0]], margin=0.5, scale=1.0)
-        self.assertAllClose(got, [math.log(1 + math.exp(0.479426))], atol=1e-6)
+        self.assertAllClose(got, [math.log(1 + math.exp(0.479426))])
         # ArcFace fallback: cos_y = -0.95 (theta = 2.824 > pi - .5), target -0.95 - .5 sin .5.
         got = losses.arcface([0], [[-0.95, 0.0]], margin=0.5, scale=1.0)
-        self.assertAllClose(got, [math.log(1 + math.exp(0.95 + 0.5 * math.sin(0.5)))], atol=1e-6)
+        self.assertAllClose(got, [math.log(1 + math.exp(0.95 + 0.5 * math.sin(0.5)))])
         # A-Softmax m=4, cos_y = 0: k = 2, psi = cos(2 pi) - 4 = -3; ||x|| = 2 -> logit -6.
         got = losses.sphereface([0], [[0.0, 0.0, 2.0]], margin=4.0, scale=None)
         self.assertAllClose(got, [math.log(1 + math.exp(6.0))], atol=1e-5)
+        # The same through the head's scores: scores[0, 0] = -log(1 + exp(6)).
+        scores = losses.asoftmax_scores([[0.0, 0.0]], [2.0], 4.0)
+        self.assertAllClose(scores, [[-math.log(1 + math.exp(6.0))] * 2], atol=1e-5)
+        got = losses.sphereface([0], scores, margin=None, scale=None)
+        self.assertAllClose(got, [math.log(1 + math.exp(6.0))], atol=1e-5)
         # Table IX SphereFace, m = 0.35 < 1: k = 0, psi = cos(0.35 * pi / 2) > cos = 0.
         got = losses.sphereface([0], [[0.0, 0.0]], margin=0.35, scale=1.0)
-        self.assertAllClose(got, [math.log(1 + math.exp(-math.cos(0.35 * math.pi / 2)))], atol=1e-6)
+        self.assertAllClose(got, [math.log(1 + math.exp(-math.cos(0.35 * math.pi / 2)))])
 
     @parameterized.named_parameters(*NAMES)
     def test_reference(self, name):
         _, fn, ref, y_pred = CASES[name]
         self.assertAllClose(fn(Y, y_pred), ref(), rtol=1e-4, atol=1e-4)
         self.assertAllClose(fn(np.eye(3)[Y], y_pred), ref(), rtol=1e-4, atol=1e-4)
+
+    def test_asoftmax_scores_reference(self):
+        # The head's scores against a loop over candidate labels, and the loss on
+        # them against the (cosines, norm) formula: the same A-Softmax values.
+        self.assertAllClose(
+            ASOFTMAX, ref_asoftmax_scores(COS.astype("float64"), NORMS, 4.0), rtol=1e-4, atol=1e-4
+        )
+        self.assertAllClose(
+            losses.sphereface(Y, ASOFTMAX, None, None, W),
+            losses.sphereface(Y, COS_NORMS, 4.0, None, W),
+            rtol=1e-5,
+            atol=1e-5,
+        )
+        self.assertAllClose(
+            losses.sphereface(Y, COS_NORMS, 4.0, None, W),
+            ref_sphereface(Y, COS.astype("float64"), 4.0, None, W, NORMS),
+            rtol=1e-4,
+            atol=1e-4,
+        )
+        # Gradients through the head's scores equal those of the formula.
+        cos, norms = tf.Variable(COS), tf.Variable(NORMS[:, None])
+        with tf.GradientTape(persistent=True) as tape:
+            via_head = keras.ops.sum(
+                losses.sphereface(Y, losses.asoftmax_scores(cos, norms, 4.0), None, None, W)
+            )
+            direct = keras.ops.sum(
+                losses.sphereface(Y, keras.ops.concatenate([cos, norms], -1), 4.0, None, W)
+            )
+        for a, b in zip(tape.gradient(via_head, [cos, norms]), tape.gradient(direct, [cos, norms])):
+            self.assertAllClose(a, b, rtol=1e-4, atol=1e-5)
+        # argmax of the scores is the argmax of the cosines.
+        self.assertAllClose(np.argmax(ASOFTMAX, -1), np.argmax(COS, -1))
 
     def test_psi_is_monotonic(self):
         cos = np.cos(np.linspace(0.0, math.pi, 200)).astype("float32")[:, None]
@@ -201,7 +257,7 @@ class MarginLossesTest(testing.TestCase):
             (np.array([0, 1]), np.zeros((2, 4))),  # zero features
         ]
         for index, (labels, features) in enumerate(cases):
-            model = _head_model(return_norms=norms)
+            model = _head_model(_head_margin(name))
             x = tf.constant(features, "float32")
             with tf.GradientTape() as tape:
                 value = loss(labels, model(x))
@@ -213,10 +269,9 @@ class MarginLossesTest(testing.TestCase):
                 self.assertGreater(sum(float(np.abs(g.numpy()).sum()) for g in grads), 0.0)
         # Cosines exactly at +-1 (acos is clipped).
         cos = tf.Variable(np.array([[1.0, -1.0, 1.0], [-1.0, 1.0, 0.0]], "float32"))
-        if norms:
-            cos = tf.Variable(np.array([[1.0, -1.0, 1.0, 3.0], [-1.0, 1.0, 0.0, 1.0]], "float32"))
         with tf.GradientTape() as tape:
-            value = loss(np.array([0, 0]), cos)
+            y_pred = losses.asoftmax_scores(cos, [3.0, 1.0], 4.0) if norms else cos
+            value = loss(np.array([0, 0]), y_pred)
         self.assertAllFinite(value)
         self.assertAllFinite(tape.gradient(value, cos))
 
@@ -228,7 +283,7 @@ class MarginLossesTest(testing.TestCase):
             set(loss.get_config()),
             {"margin", "scale", "class_weights", "reduction", "name", "dtype"},
         )
-        model = _head_model(return_norms=name == "sphereface_asoftmax")
+        model = _head_model(_head_margin(name))
         model.compile(optimizer="sgd", loss=loss)
         x = np.random.RandomState(0).normal(size=(5, 4)).astype("float32")
         revived = self.run_model_saving_test(model, x)
@@ -240,7 +295,7 @@ class MarginLossesTest(testing.TestCase):
         x = rng.normal(size=(7, 4)).astype("float32")
         y = rng.randint(0, 3, size=(7, 1))
         data = tf.data.Dataset.from_tensor_slices((x, y)).batch(3, drop_remainder=False)
-        model = _head_model(return_norms=name == "sphereface_asoftmax")
+        model = _head_model(_head_margin(name))
         model.compile(optimizer="sgd", loss=CASES[name][0](), jit_compile=True)
         history = model.fit(data, epochs=1, verbose=0)
         self.assertTrue(np.isfinite(history.history["loss"][0]))
@@ -257,6 +312,16 @@ class MarginLossesTest(testing.TestCase):
         with self.assertRaisesRegex(ValueError, "class_weights"):
             losses.CosFaceLoss(class_weights="balanced")
         self.assertIsNone(losses.SphereFaceLoss(scale=None).scale)
+        self.assertIsNone(losses.SphereFaceLoss(scale=None).margin)
+        self.assertEqual(losses.SphereFaceLoss().margin, 0.35)  # Table IX
+        # The deprecated (N, C + 1) input of CosineHead(return_norms=True).
+        with self.assertWarns(DeprecationWarning):
+            legacy = losses.SphereFaceLoss(margin=4.0, scale=None, class_weights=W)
+        self.assertAllClose(
+            legacy(Y, COS_NORMS, sample_weight=None),
+            ref_sphereface(Y, COS.astype("float64"), 4.0, None, W, NORMS).mean(),
+            rtol=1e-4,
+        )
 
 
 class MarginDistributionTest(testing.TestCase):

@@ -4,6 +4,8 @@ Plain NumPy / scikit-learn on integer labels and per-class scores, so every
 model, head and ensemble is scored by the same code.
 """
 
+import warnings
+
 import keras
 import numpy as np
 from sklearn import metrics as skm
@@ -90,11 +92,13 @@ def normalized_confusion_matrix(y_true, y_pred, num_classes):
 
 @keras.saving.register_keras_serializable(package="tfcell")
 class ScoresAccuracy(keras.metrics.Mean):
-    """Accuracy of the argmax over the first `num_classes` head columns.
+    """Deprecated: use `metrics=["accuracy"]`, which now gives the same number.
 
-    Unlike `SparseCategoricalAccuracy` it ignores extra columns (the feature norm
-    a SphereFace `CosineHead(return_norms=True)` appends), so one metric serves
-    every head in progress bars and logs.
+    The accuracy of the argmax over the first `num_classes` head columns. It
+    existed for the feature-norm column that `CosineHead(return_norms=True)`
+    appended; every head now outputs `(N, C)`, so Keras' "accuracy"
+    (`sparse_categorical_accuracy` for integer labels) serves every head. Kept
+    so that saved models and configs that name it still load.
 
     Args:
         num_classes: C.
@@ -102,6 +106,12 @@ class ScoresAccuracy(keras.metrics.Mean):
     """
 
     def __init__(self, num_classes, name="accuracy", dtype=None):
+        warnings.warn(
+            "tfcell.evaluation.ScoresAccuracy is deprecated: compile with "
+            'metrics=["accuracy"], which gives the same number for every tfcell head.',
+            DeprecationWarning,
+            stacklevel=2,
+        )
         super().__init__(name=name, dtype=dtype)
         self.num_classes = num_classes
 

@@ -1,7 +1,11 @@
 """Cosine head for angular-margin losses (ArcFace, CosFace, SphereFace)."""
 
+import warnings
+
 import keras
 from keras import ops
+
+from tfcell.losses import margin as margin_lib
 
 __all__ = ["CosineHead", "class_scores"]
 
@@ -15,18 +19,31 @@ class CosineHead(keras.layers.Layer):
     """Cosines between l2-normalised features and l2-normalised class weights.
 
     ```python
-    cos = l2norm(x, axis=-1) @ l2norm(kernel, axis=0)      # (N, C)
-    out = concat([cos, ||x||], -1) if return_norms else cos
+    cos = l2norm(x, axis=-1) @ l2norm(kernel, axis=0)          # (N, C)
+    out = cos                                                  # sphereface_margin=None
+    out = asoftmax_scores(cos, ||x||, sphereface_margin)       # A-Softmax, (N, C)
     ```
 
-    The head holds no margin: the margin losses (`ArcFaceLoss`, `CosFaceLoss`,
-    `SphereFaceLoss`) add it to the target class during training, and the
-    prediction is the margin-free argmax of the cosines.
+    The head holds no margin for ArcFace, CosFace and SphereFace with a fixed
+    scale: those losses add it to the target class during training, and
+    `argmax(predict)` is the margin-free argmax of the cosines.
+
+    A-Softmax (Liu et al.: `SphereFaceLoss(scale=None)`, radius `||x||`)
+    needs the norm and the cosines, which no `(N, C)` output can carry to a
+    loss; with `sphereface_margin=m` the head therefore outputs, for each
+    class j, the A-Softmax log-likelihood of j were j the label
+    (`tfcell.losses.asoftmax_scores`): `(N, C)` scores, all <= 0, whose
+    argmax is the argmax of the cosines, and the loss takes the label's one.
 
     Args:
         num_classes: C.
-        return_norms: if True, append the feature norm `||x||` as a last
-            column, output `(N, C + 1)`; `SphereFaceLoss(scale=None)` reads it.
+        sphereface_margin: None (cosines), or A-Softmax's multiplicative
+            margin m (Liu et al.: 4) for `SphereFaceLoss(scale=None)`.
+        return_norms: deprecated (warns): True appends `||x||` as a column
+            C + 1, the old A-Softmax input of `SphereFaceLoss(margin=m,
+            scale=None)`, so that `argmax(predict)` can name a class that does
+            not exist and Keras' "accuracy" is wrong. Kept so that saved
+            models load; `build_classifier` refuses it.
         **kwargs: base `keras.layers.Layer` arguments.
 
     Call arguments:
@@ -34,27 +51,34 @@ class CosineHead(keras.layers.Layer):
         training: unused.
 
     Returns:
-        `(N, C)` cosines, or `(N, C + 1)` with `return_norms=True`. Use
-        `class_scores(outputs, num_classes)` to get the `(N, C)` cosines.
+        `(N, C)`: cosines, or A-Softmax scores with `sphereface_margin`
+        (`(N, C + 1)` with the deprecated `return_norms=True`). For
+        probabilities use `tfcell.evaluation.calibration` with head "cosine"
+        and the loss's scale (1 for A-Softmax scores).
 
     Note:
         The authors' ArcFace / CosFace layers (Taslim-M/CFAL-max-margin-keras)
         take the labels as a second input and apply the margin inside; a
-        head without labels keeps `predict` and serving label-free.
+        head without labels keeps `predict` and serving label-free. The
+        A-Softmax scores apply the margin to every class in turn, also
+        without labels.
 
     Example:
     ```python
     x = keras.Input((64,))
     cos = tfcell.layers.CosineHead(num_classes=9)(x)
     model = keras.Model(x, cos)
-    model.compile(optimizer="adam", loss=tfcell.losses.CosFaceLoss(margin=0.35, scale=20.0))
+    model.compile(optimizer="adam", loss=tfcell.losses.CosFaceLoss(margin=0.35, scale=20.0),
+                  metrics=["accuracy"])
+    scores = tfcell.layers.CosineHead(num_classes=9, sphereface_margin=4.0)(x)   # A-Softmax
     ```
 
     Reference:
     - [Wang et al., 2018](https://arxiv.org/abs/1801.09414) (normalised softmax head).
+    - [Liu et al., 2017](https://arxiv.org/abs/1704.08063), Eq. 6-7 (A-Softmax).
     """
 
-    def __init__(self, num_classes, return_norms=False, **kwargs):
+    def __init__(self, num_classes, sphereface_margin=None, return_norms=False, **kwargs):
         super().__init__(**kwargs)
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
             raise ValueError(
@@ -64,7 +88,31 @@ class CosineHead(keras.layers.Layer):
             raise ValueError(
                 f"`return_norms` must be True or False. Received return_norms={return_norms!r}."
             )
+        if return_norms:
+            if sphereface_margin is not None:
+                raise ValueError(
+                    "`return_norms=True` and `sphereface_margin` exclude each other; use "
+                    f"`sphereface_margin={sphereface_margin!r}` alone."
+                )
+            warnings.warn(
+                "CosineHead(return_norms=True) is deprecated: its extra norm column makes "
+                "predictions (N, C + 1), so argmax(predict) and Keras' accuracy are wrong. "
+                "For A-Softmax use CosineHead(num_classes, sphereface_margin=4.0) with "
+                "SphereFaceLoss(scale=None).",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+        if sphereface_margin is not None and (
+            isinstance(sphereface_margin, bool)
+            or not isinstance(sphereface_margin, (int, float))
+            or not sphereface_margin > 0
+        ):
+            raise ValueError(
+                "`sphereface_margin` must be None or a number > 0. Received "
+                f"sphereface_margin={sphereface_margin!r}. Liu et al. use 4."
+            )
         self.num_classes = num_classes
+        self.sphereface_margin = None if sphereface_margin is None else float(sphereface_margin)
         self.return_norms = return_norms
 
     def build(self, input_shape):
@@ -81,30 +129,46 @@ class CosineHead(keras.layers.Layer):
         )
 
     def call(self, inputs, training=None):
-        x = ops.cast(inputs, self.compute_dtype)
-        kernel = ops.cast(self.kernel, self.compute_dtype)
+        dtype = self.compute_dtype if self.sphereface_margin is None else "float32"
+        x = ops.cast(inputs, dtype)
+        kernel = ops.cast(self.kernel, dtype)
         sq_norm = ops.sum(ops.square(x), axis=-1, keepdims=True)
         x_unit = x * ops.rsqrt(ops.maximum(sq_norm, _EPSILON))
         w_sq = ops.sum(ops.square(kernel), axis=0, keepdims=True)
         w_unit = kernel * ops.rsqrt(ops.maximum(w_sq, _EPSILON))
         cos = ops.matmul(x_unit, w_unit)
-        if not self.return_norms:
+        norms = ops.sqrt(ops.maximum(sq_norm, _EPSILON))
+        if self.return_norms:  # Deprecated (N, C + 1) output.
+            return ops.concatenate([cos, norms], axis=-1)
+        if self.sphereface_margin is None:
             return cos
-        return ops.concatenate([cos, ops.sqrt(ops.maximum(sq_norm, _EPSILON))], axis=-1)
+        # acos and the (N, C, C) log-sum-exp in float32 under mixed precision.
+        scores = margin_lib.asoftmax_scores(cos, norms, self.sphereface_margin)
+        return ops.cast(scores, self.compute_dtype)
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], self.num_classes + int(self.return_norms))
 
     def get_config(self):
         config = super().get_config()
-        config.update({"num_classes": self.num_classes, "return_norms": self.return_norms})
+        config.update(
+            {"num_classes": self.num_classes, "sphereface_margin": self.sphereface_margin}
+        )
+        if self.return_norms:
+            config["return_norms"] = True
         return config
 
 
 def class_scores(y_pred, num_classes):
-    """The first `num_classes` columns of a head's output (drops the norm column).
+    """Deprecated: heads output `(N, C)` now, so this is the identity.
 
-    Prediction is `argmax(class_scores(model.predict(x), C), axis=-1)`; for a
-    plain `(N, C)` output it is the identity.
+    It dropped the norm column that `CosineHead(return_norms=True)` used to
+    append; `argmax(model.predict(x), -1)` is the prediction for every head.
     """
+    warnings.warn(
+        "tfcell.layers.class_scores is deprecated: every head outputs (N, C), so "
+        "argmax(model.predict(x), -1) is the prediction.",
+        DeprecationWarning,
+        stacklevel=2,
+    )
     return y_pred[..., :num_classes]

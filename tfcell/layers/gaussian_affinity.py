@@ -30,7 +30,9 @@ class GaussianAffinity(keras.layers.Layer):
         sigma: divides the squared distance directly (no 2 sigma^2); CFAL
             paper Table IX: 130 (IDC and CRC).
         num_centers: prototypes per class, m (default 1).
-        diversity_weight: weight of R (default 1, as in the authors' code).
+        diversity_weight: constant weight of R (default 1: Eq. 4 of Hayat et
+            al. / the CFAL paper and the affinity-loss code). For CFAL, see
+            the Note: Eq. 7 scales R by a batch factor this layer cannot see.
         **kwargs: base `keras.layers.Layer` arguments.
 
     Call arguments:
@@ -47,6 +49,20 @@ class GaussianAffinity(keras.layers.Layer):
         output is the C affinities only (same total loss). Distances are
         computed in float32 under mixed precision: a float16 squared distance
         overflows for features of a few hundred dimensions.
+
+        CFAL (Eq. 7) multiplies each sample's whole affinity loss
+        `L_a = L_mm + R` by `w[y_i] * (1 - d[i, y_i]) ** gamma`, so averaged
+        over a batch R carries the factor `mean_i(w[y_i] (1 - d[i, y_i]) **
+        gamma)`; the authors' code does the same (0.1-0.5 once training
+        settles, e.g. on 9 CRC classes). That factor needs the labels, which
+        a head does not receive, and the loss cannot see R; so here R has the
+        constant weight `diversity_weight`, and with the default 1 it is 2 to
+        10 times stronger, relative to the CFAL term, than in the paper. To
+        follow the paper's strength, set `diversity_weight` to
+        `CFALoss.regularizer_factor(y, model.predict(x))` measured on
+        training data (`tfcell.losses.cfal_regularizer_factor`); the vanilla
+        and class-balanced affinity losses (Eq. 4, Eq. 8) use 1 and mean
+        `w[y_i]` the same way.
 
     Example:
     ```python

@@ -5,9 +5,16 @@ import keras
 import numpy as np
 from keras import ops
 
-from tfcell.losses import class_balanced
+from tfcell.losses import _checks, class_balanced
 
-__all__ = ["AffinityLoss", "CFALoss", "affinity", "cfal", "prototype_diversity"]
+__all__ = [
+    "AffinityLoss",
+    "CFALoss",
+    "affinity",
+    "cfal",
+    "cfal_regularizer_factor",
+    "prototype_diversity",
+]
 
 
 def affinity(y_true, y_pred, margin=0.1):
@@ -28,8 +35,8 @@ def affinity(y_true, y_pred, margin=0.1):
     y_pred = ops.convert_to_tensor(y_pred)
     out_dtype = y_pred.dtype
     y_pred = class_balanced._to_compute_dtype(y_pred)
-    ids = class_balanced.to_class_ids(y_true, y_pred.shape[-1])
-    return ops.cast(_max_margin(ids, y_pred, margin)[0], out_dtype)
+    ids, ok = _checked_ids(y_true, y_pred, "affinity")
+    return ops.cast(_checks.poison(_max_margin(ids, y_pred, margin)[0], ok), out_dtype)
 
 
 def cfal(y_true, y_pred, margin=0.1, gamma=1.0, class_weights=None):
@@ -53,12 +60,62 @@ def cfal(y_true, y_pred, margin=0.1, gamma=1.0, class_weights=None):
     out_dtype = y_pred.dtype
     y_pred = class_balanced._to_compute_dtype(y_pred)
     num_classes = y_pred.shape[-1]
-    ids = class_balanced.to_class_ids(y_true, num_classes)
+    ids, ok = _checked_ids(y_true, y_pred, "cfal")
     l_mm, d_true = _max_margin(ids, y_pred, margin)
-    # Affinities lie in (0, 1]; the clip guards against inputs slightly outside.
-    focus = ops.stop_gradient(ops.power(ops.clip(1.0 - d_true, 0.0, 1.0), gamma))
     weights = class_balanced._gather_weights(class_weights, ids, num_classes, y_pred.dtype)
-    return ops.cast(weights * focus * l_mm, out_dtype)
+    losses = weights * _focus(d_true, gamma) * l_mm
+    return ops.cast(_checks.poison(losses, ok), out_dtype)
+
+
+def cfal_regularizer_factor(y_true, y_pred, gamma=1.0, class_weights=None):
+    """The factor Eq. 7 of the CFAL paper puts on the diversity regulariser R.
+
+    Eq. 7 weights the whole affinity loss `L_a = L_mm + R` (Eq. 4) of each
+    sample, so, averaged over a batch, R is multiplied by the batch mean of
+    the per-sample weight (the authors' code computes the same number):
+
+    ```python
+    factor = mean_i(w[y_i] * (1 - d[i, y_i]) ** gamma)     # no gradient
+    cfal_total = mean_i(cfal_i) + factor * R               # Eq. 7 averaged
+    ```
+
+    `GaussianAffinity` adds R with a constant `diversity_weight` because a
+    layer has no labels; this function measures the factor on a batch (or a
+    validation set) so that `diversity_weight` can be set to it, or logged.
+    It starts near `mean_i w[y_i]` (about 1) and falls towards 0 as the
+    samples reach their centres (0.1-0.5 in the authors' CRC/IDC runs).
+
+    Args:
+        y_true: int ids `(N,)`/`(N, 1)` or one-hot `(N, C)`.
+        y_pred: affinities `d`, `(N, C)`, from `GaussianAffinity`.
+        gamma: focusing parameter, as in `cfal`.
+        class_weights: None (all ones) or C floats, as in `cfal`.
+
+    Returns:
+        A float32 scalar (0 for an empty batch).
+    """
+    y_pred = class_balanced._to_compute_dtype(ops.convert_to_tensor(y_pred))
+    num_classes = y_pred.shape[-1]
+    ids, ok = _checked_ids(y_true, y_pred, "cfal_regularizer_factor")
+    d_true = ops.sum(ops.one_hot(ids, num_classes, dtype=y_pred.dtype) * y_pred, axis=-1)
+    weights = class_balanced._gather_weights(class_weights, ids, num_classes, y_pred.dtype)
+    per_sample = _checks.poison(weights * _focus(d_true, gamma), ok)
+    count = ops.cast(ops.shape(per_sample)[0], y_pred.dtype)
+    return ops.stop_gradient(ops.sum(per_sample) / ops.maximum(count, 1.0))
+
+
+def _focus(d_true, gamma):
+    """`stop_gradient((1 - d_y) ** gamma)`; affinities lie in (0, 1], the clip
+    guards against inputs slightly outside."""
+    return ops.stop_gradient(ops.power(ops.clip(1.0 - d_true, 0.0, 1.0), gamma))
+
+
+def _checked_ids(y_true, y_pred, name):
+    """Class ids `(N,)` and the batch check's `ok` (see `_checks`)."""
+    num_classes = y_pred.shape[-1]
+    ids = class_balanced.to_class_ids(y_true, num_classes)
+    ok = _checks.check_batch(y_true, y_pred, num_classes, name)
+    return _checks.safe_ids(ids, ok), ok
 
 
 def prototype_diversity(centers):
@@ -162,9 +219,9 @@ class AffinityLoss(keras.losses.Loss):
     def call(self, y_true, y_pred):
         y_pred = class_balanced._to_compute_dtype(ops.convert_to_tensor(y_pred))
         num_classes = y_pred.shape[-1]
-        ids = class_balanced.to_class_ids(y_true, num_classes)
+        ids, ok = _checked_ids(y_true, y_pred, self.name)
         weights = class_balanced._gather_weights(self.class_weights, ids, num_classes, y_pred.dtype)
-        return weights * _max_margin(ids, y_pred, self.margin)[0]
+        return _checks.poison(weights * _max_margin(ids, y_pred, self.margin)[0], ok)
 
     def get_config(self):
         return {
@@ -188,7 +245,8 @@ class CFALoss(keras.losses.Loss):
     ```python
     L_mm_i = sum_{j != y_i} max(0, margin + d[i, j] - d[i, y_i])
     loss_i = w[y_i] * stop_gradient((1 - d[i, y_i]) ** gamma) * L_mm_i
-    total = mean_i(loss_i) + R          # R from GaussianAffinity
+    total = mean_i(loss_i) + diversity_weight * R     # R from GaussianAffinity
+    # Eq. 7: diversity_weight = mean_i(w[y_i] * (1 - d[i, y_i]) ** gamma), see Note
     ```
 
     Args:
@@ -216,10 +274,18 @@ class CFALoss(keras.losses.Loss):
         - The authors' code stops the gradient through the weight
           `w[y_i] * (1 - d[i, y_i]) ** gamma`; tfcell keeps that: the focal
           term only re-weights samples, it is not itself minimised.
-        - The authors' code also multiplies R by each sample's weight; tfcell
-          adds R once per batch, unweighted, in the layer (Eq. 4 / 7 attach
-          the weight to L_a as a whole; the regulariser concerns the
-          prototypes, not a sample).
+        - Eq. 7 weights the whole `L_a = L_mm + R` (Eq. 4) of each sample, and
+          the authors' code multiplies R by each sample's weight, so averaged
+          over a batch R carries the factor
+          `mean_i(w[y_i] * (1 - d[i, y_i]) ** gamma)` (no gradient; 0.1-0.5
+          once training settles). In tfcell R lives in `GaussianAffinity`
+          (`add_loss`), which has no labels, while the factor needs them, and
+          this loss cannot see R; so R is added with the layer's constant
+          `diversity_weight` (default 1, which makes it 2-10 times stronger
+          than in the paper). `regularizer_factor(y_true, y_pred)` returns
+          the paper's factor for a batch: set the layer's `diversity_weight`
+          to its value on the training data to follow the paper's strength
+          (tested against a NumPy loop in tests/losses/affinity_test.py).
 
     Example:
     ```python
@@ -250,6 +316,13 @@ class CFALoss(keras.losses.Loss):
         self.gamma = class_balanced._validate_float(gamma, "gamma", minimum=0.0)
         self.class_weights = class_balanced._validate_class_weights(class_weights)
         self._dtype_arg = class_balanced._dtype_config(dtype)
+
+    def regularizer_factor(self, y_true, y_pred):
+        """Eq. 7's weight on R for this batch: `mean_i(w[y_i] (1 - d[i, y_i]) ** gamma)`.
+
+        See `cfal_regularizer_factor` and the Note on R above.
+        """
+        return cfal_regularizer_factor(y_true, y_pred, self.gamma, self.class_weights)
 
     def call(self, y_true, y_pred):
         return cfal(

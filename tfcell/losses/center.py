@@ -3,6 +3,8 @@
 import keras
 from keras import ops
 
+from tfcell.losses import _checks
+
 __all__ = ["CenterLoss", "center_loss"]
 
 
@@ -16,10 +18,17 @@ def center_loss(y_true, y_pred):
 
     Returns:
         Per-sample values, shape `(N,)`.
+
+    Raises:
+        ValueError (eager) or InvalidArgumentError (in a `tf.function`) when
+        the features are not finite (e.g. NaN images); under XLA the values
+        are NaN instead. The labels index the centres
+        in `tfcell.layers.Centers`; this loss never sees them.
     """
     y_pred = ops.convert_to_tensor(y_pred)
     y_true = ops.cast(y_true, y_pred.dtype)
-    return 0.5 * ops.sum(ops.square(y_pred - y_true), axis=-1)
+    ok = _checks.check_batch(None, y_pred, None, "center_loss")
+    return _checks.poison(0.5 * ops.sum(ops.square(y_pred - y_true), axis=-1), ok)
 
 
 @keras.saving.register_keras_serializable(package="tfcell")

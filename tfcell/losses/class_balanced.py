@@ -11,6 +11,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from tfcell.losses import _checks
+
 __all__ = [
     "ClassBalancedCrossentropyLoss",
     "class_balanced_crossentropy",
@@ -116,14 +118,22 @@ def class_balanced_crossentropy(y_true, y_pred, class_weights=None, from_logits=
 
     Returns:
         Per-sample losses, shape `(N,)`, in the dtype of `y_pred`.
+
+    Raises:
+        ValueError (eager) or InvalidArgumentError (in a `tf.function`): a
+        label outside `[0, C)` or a non-finite `y_pred`; under XLA the batch
+        loss is NaN instead (see docs/losses.md, "Bad labels").
     """
     y_pred = ops.convert_to_tensor(y_pred)
     out_dtype = y_pred.dtype
     y_pred = _to_compute_dtype(y_pred)
     num_classes = y_pred.shape[-1]
     ids = to_class_ids(y_true, num_classes)
+    ok = _checks.check_batch(y_true, y_pred, num_classes, "class_balanced_crossentropy")
+    ids = _checks.safe_ids(ids, ok)
     ce = ops.sparse_categorical_crossentropy(ids, y_pred, from_logits=from_logits)
-    return ops.cast(_gather_weights(class_weights, ids, num_classes, ce.dtype) * ce, out_dtype)
+    losses = _gather_weights(class_weights, ids, num_classes, ce.dtype) * ce
+    return ops.cast(_checks.poison(losses, ok), out_dtype)
 
 
 @keras.saving.register_keras_serializable(package="tfcell")

@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-from tfcell.losses import class_balanced
+from tfcell.losses import _checks, class_balanced
 
 __all__ = ["ClassBalancedFocalLoss", "class_balanced_focal"]
 
@@ -42,6 +42,8 @@ def class_balanced_focal(
     y_pred = class_balanced._to_compute_dtype(y_pred)
     num_classes = y_pred.shape[-1]
     ids = class_balanced.to_class_ids(y_true, num_classes)
+    ok = _checks.check_batch(y_true, y_pred, num_classes, "class_balanced_focal")
+    ids = _checks.safe_ids(ids, ok)
     onehot = ops.one_hot(ids, num_classes, dtype=y_pred.dtype)
     eps = keras.config.epsilon()
     if variant == "softmax":
@@ -69,7 +71,7 @@ def class_balanced_focal(
     else:
         raise ValueError(f"`variant` must be one of {_VARIANTS}. Received variant={variant!r}.")
     weights = class_balanced._gather_weights(class_weights, ids, num_classes, y_pred.dtype)
-    return ops.cast(weights * per_sample, out_dtype)
+    return ops.cast(_checks.poison(weights * per_sample, ok), out_dtype)
 
 
 @keras.saving.register_keras_serializable(package="tfcell")
