@@ -1,7 +1,8 @@
-"""tfcell evaluation: metrics, ensembles, repeated-run statistics, figures and
+"""tfcell evaluation: metrics, calibration, ensembles, repeated-run statistics, figures and
 run reports (`results.jsonl`, `report.md`, `done`)."""
 
-from tfcell.evaluation import ensembles, metrics, plots, report, statistics
+from tfcell.evaluation import calibration, ensembles, metrics, plots, report, statistics
+from tfcell.evaluation.calibration import *
 from tfcell.evaluation.ensembles import *
 from tfcell.evaluation.metrics import *
 from tfcell.evaluation.plots import *

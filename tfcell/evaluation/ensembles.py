@@ -1,7 +1,9 @@
 """Ensembles over networks trained with different losses (CFAL paper, Sec. III-C).
 
 Each network's head output is first turned into class probabilities
-(`to_probabilities`), then combined by one of three rules:
+(`to_probabilities`: `tfcell.evaluation.calibration.to_logits`, then a softmax
+at the network's validation temperature when one is given), then combined by
+one of three rules:
 
     average      mean of the probability vectors, argmax
     maximum      per sample, the decision of the single most confident network
@@ -11,6 +13,8 @@ The paper excludes SphereFace and combines CFAL, ArcFace, CosFace and focal.
 """
 
 import numpy as np
+
+from tfcell.evaluation import calibration
 
 __all__ = [
     "ENSEMBLE_RULES",
@@ -24,41 +28,32 @@ __all__ = [
 ENSEMBLE_RULES = ("average", "maximum", "vote")
 
 
-def _softmax(logits):
-    logits = logits - logits.max(axis=1, keepdims=True)
-    e = np.exp(logits)
-    return e / e.sum(axis=1, keepdims=True)
+def to_probabilities(scores, head, num_classes, scale=1.0, temperature=None):
+    """Class probabilities from a head's output (`calibration.to_logits` + softmax).
 
-
-def to_probabilities(scores, head, num_classes, scale=1.0):
-    """Class probabilities from a head's output.
+    ```python
+    probs = calibration.probabilities(
+        calibration.to_logits(scores, head, num_classes, scale), temperature or 1.0)
+    ```
 
     Args:
-        scores: head output `(N, C)` or `(N, C + 1)` (SphereFace's norm column is
-            dropped).
-        head: "softmax" (logits -> softmax), "cosine" (softmax of `scale * cos`,
-            the margin-free logits the margin loss was trained on) or "affinity"
-            (Gaussian affinities in (0, 1], normalised to sum to 1 per sample; a
+        scores: head output `(N, C)` (columns past C are dropped).
+        head: "softmax" (softmax of the logits), "cosine" (softmax of
+            `scale * cos`, the margin-free logits the margin loss was trained
+            on; scale 1 for A-Softmax scores) or "affinity" (softmax of the
+            log-affinities, i.e. the affinities normalised to sum to 1; a
             sample with every affinity 0 gets the uniform vector).
         num_classes: C.
         scale: the cosine loss's scale `s` (ignored for other heads).
+        temperature: None (T = 1) or the validation temperature of
+            `calibration.fit_temperature`, so that the ensemble averages and
+            compares calibrated probabilities.
 
     Returns:
         `(N, C)` float64 probabilities, rows summing to 1.
     """
-    scores = np.asarray(scores, "float64")[:, :num_classes]
-    if head == "softmax":
-        return _softmax(scores)
-    if head == "cosine":
-        return _softmax(scale * scores)
-    if head == "affinity":
-        scores = np.clip(scores, 0.0, None)
-        totals = scores.sum(axis=1, keepdims=True)
-        uniform = np.full_like(scores, 1.0 / num_classes)
-        return np.where(totals > 0, scores / np.where(totals > 0, totals, 1.0), uniform)
-    raise ValueError(
-        f"to_probabilities: head must be 'softmax', 'cosine' or 'affinity'; received {head!r}."
-    )
+    logits = calibration.to_logits(scores, head, num_classes, scale)
+    return calibration.probabilities(logits, 1.0 if temperature is None else temperature)
 
 
 def _stack(probabilities):
