@@ -141,6 +141,7 @@ def test_a_second_paper_runs_and_resumes_after_a_kill(tmp_path, registered):
     for r in records:
         assert r["test_set"] == "test" and 0.0 <= r["accuracy"] <= 1.0
         assert r["selection"] == "val_accuracy" and r["temperature"] > 0
+        assert r["precise_bn"]  # small_cnn has BatchNorm: statistics re-estimated.
     run_info = json.load(open(os.path.join(work, "run.json")))
     assert run_info["resumed"] and run_info["jobs_trained_this_attempt"] == 3
     # A third run has nothing left to do.

@@ -3,7 +3,10 @@
 `ClassificationTask` (every classification paper): decode the setting's images
 once, train the method with `fit` on `tf.data` from `tfcell.data.pipeline`,
 select the best epoch by validation macro-F1 or accuracy
-(`selection.ValidationSelection`), fit a temperature on the validation scores
+(`selection.ValidationSelection`; models with BatchNorm get their statistics
+re-estimated on training batches before each selection pass,
+`tfcell.training.PreciseBatchNormCallback`, config `training.precise_bn`), fit
+a temperature on the validation scores
 (`tfcell.evaluation.calibration`) so that every method's test probabilities
 are on one calibrated scale, and evaluate every test part.
 
@@ -21,6 +24,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfcell import training
 from tfcell.evaluation import calibration, metrics
 from tfcell.experiments import methods as methods_lib
 from tfcell.experiments import selection
@@ -194,7 +198,18 @@ class ClassificationTask:
         )
         nan_stop = selection.StopOnNaN(f"{job.name} on {job.key}")
         timer = EpochTimer()
-        callbacks = [nan_stop, timer, selector]
+        train = data.dataset("train", batch_size, job.method.batches, True, job.seed, job.augment)
+        callbacks = [nan_stop, timer]
+        precise_bn = bool(train_cfg.get("precise_bn", True) and _has_batch_norm(built.model))
+        if precise_bn:
+            # Before the selection pass: BatchNorm statistics re-estimated with the
+            # epoch's final weights, so inference-mode validation tracks the weights.
+            callbacks.append(
+                training.PreciseBatchNormCallback(
+                    train, num_batches=int(train_cfg.get("precise_bn_batches", 20))
+                )
+            )
+        callbacks.append(selector)
         if built.callbacks is not None:
             callbacks += list(built.callbacks(built.model, _CallbackData(data, job, batch_size)))
         if job.folder and train_cfg.get("tensorboard"):
@@ -203,7 +218,6 @@ class ClassificationTask:
                     log_dir=os.path.join(job.folder, "tensorboard"), write_graph=False
                 )
             )
-        train = data.dataset("train", batch_size, job.method.batches, True, job.seed, job.augment)
         steps = train_cfg.get("steps_per_epoch") or None
         if steps:
             train = train.repeat()
@@ -242,6 +256,7 @@ class ClassificationTask:
             "num_params": int(built.model.count_params()),
             "temperature": temperature,
             "head": built.head,
+            "precise_bn": precise_bn,
         }
         records = []
         for part in setting.test_parts:
@@ -262,6 +277,16 @@ class ClassificationTask:
                 }
             )
         return JobResult(records, outputs, built.model)
+
+
+def _has_batch_norm(model):
+    stack = [model]
+    while stack:
+        layer = stack.pop()
+        if isinstance(layer, keras.layers.BatchNormalization):
+            return True
+        stack.extend(getattr(layer, "layers", []))
+    return False
 
 
 class _CallbackData:
