@@ -248,3 +248,18 @@ def test_a_nan_loss_stops_the_job_and_names_it(tmp_path, registered):
     config.training.epochs = 3
     with pytest.raises(selection.NaNLossError, match=r"erm on lodo_hospital_0/r0/erm.*epoch 1"):
         runner.run(TOY, config, str(tmp_path / "nan"))
+
+
+def test_a_sweep_without_keras_tuner_says_how_to_install_it(monkeypatch, tmp_path):
+    from tfcell.experiments import script
+
+    config = _config()
+    config.sweep = {"enabled": True}
+
+    def no_data(*args, **kwargs):
+        raise AssertionError("data was read before the keras-tuner check")
+
+    monkeypatch.setitem(sys.modules, "keras_tuner", None)  # `import keras_tuner` fails.
+    monkeypatch.setattr(protocol, "load_protocol", no_data)
+    with pytest.raises(SystemExit, match=r'pip install "tfcell\[tuner\]"'):
+        script.run_script(config, str(tmp_path))
