@@ -31,7 +31,17 @@ import os
 import numpy as np
 import tensorflow as tf
 
-__all__ = ["ImageError", "from_records", "from_arrays", "id_maps", "validate_files", "preload"]
+from tfcell.data import records as records_lib
+
+__all__ = [
+    "ImageError",
+    "check_images",
+    "from_arrays",
+    "from_records",
+    "id_maps",
+    "preload",
+    "validate_files",
+]
 
 AUTOTUNE = tf.data.AUTOTUNE
 _TF_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
@@ -130,6 +140,30 @@ def validate_files(paths, mode="header", num_parallel_calls=AUTOTUNE):
             f"{len(bad)} image file(s) cannot be read:\n{lines}{more}\n"
             "Remove or replace them, or re-read the folder with the tfcell reader, "
             "which skips and counts bad files."
+        )
+
+
+def check_images(images, where="images", chunk=1024):
+    """Raises ValueError naming the indices of float images with NaN or inf values.
+
+    Integer images (uint8) are always finite and are not scanned; float
+    arrays are scanned in chunks of `chunk` images to bound the memory used.
+    """
+    images = np.asarray(images)
+    if not np.issubdtype(images.dtype, np.floating) or images.size == 0:
+        return
+    bad = []
+    for start in range(0, len(images), chunk):
+        part = images[start : start + chunk]
+        finite = np.isfinite(part.reshape(len(part), -1)).all(axis=1)
+        bad.extend((start + np.flatnonzero(~finite)).tolist())
+    if bad:
+        shown = ", ".join(str(i) for i in bad[:10])
+        more = f" and {len(bad) - 10} more" if len(bad) > 10 else ""
+        raise ValueError(
+            f"{where}: {len(bad)} image(s) contain NaN or inf values, at index {shown}{more}. "
+            "A NaN image makes the whole batch's loss NaN. Drop or repair them, e.g. keep "
+            "images[np.isfinite(images).reshape(len(images), -1).all(axis=1)]."
         )
 
 
@@ -245,6 +279,7 @@ def from_records(
     drop_remainder=False,
     index_batches=None,
     id_maps=None,
+    num_classes=None,
 ):
     """A batched, prefetched `tf.data.Dataset` over a record table.
 
@@ -279,12 +314,25 @@ def from_records(
         id_maps: optional `{"domain": {name: id}, "subject": {name: id}}`
             fixing the ids across record tables (e.g. a run's maps over every
             table); default `id_maps(records)` of this table alone.
+        num_classes: C, the label range `[0, C)` every record must lie in;
+            default `len(records.attrs["class_names"])` when the table has it.
+            A bad label raises ValueError naming the files
+            (`tfcell.data.records.check_labels`), NaN / inf in-memory images
+            too (`check_images`).
 
     Returns:
         A `tf.data.Dataset` with an `id_maps` attribute.
     """
     if output not in ("tuple", "dict"):
         raise ValueError(f"output must be 'tuple' or 'dict'; received {output!r}.")
+    if num_classes is None and records.attrs.get("class_names"):
+        num_classes = len(records.attrs["class_names"])
+    records_lib.check_labels(
+        records["label"].to_numpy(),
+        num_classes,
+        names=records_lib.row_names(records),
+        where="from_records",
+    )
     size = _as_size(image_size)
     maps = dict(id_maps) if id_maps is not None else _table_id_maps(records)
     if "image" in records.columns and (records["path"] == "").all():
@@ -294,7 +342,7 @@ def from_records(
             shuffle=shuffle, augment=augment, seed=seed, output=output,
             domains=records["domain"].to_numpy(str), subjects=records["subject"].to_numpy(str),
             image_size=size, drop_remainder=drop_remainder, index_batches=index_batches,
-            id_maps=maps,
+            id_maps=maps, num_classes=num_classes,
         )  # fmt: skip
     paths = records["path"].astype(str).to_list()
     if validate:
@@ -306,6 +354,7 @@ def from_records(
             augment=augment, seed=seed, output=output,
             domains=records["domain"].to_numpy(str), subjects=records["subject"].to_numpy(str),
             drop_remainder=drop_remainder, index_batches=index_batches, id_maps=maps,
+            num_classes=num_classes,
         )  # fmt: skip
     labels = records["label"].to_numpy("int32")
     domain_ids, subject_ids = _columns(
@@ -405,6 +454,7 @@ def from_arrays(
     drop_remainder=False,
     index_batches=None,
     id_maps=None,
+    num_classes=None,
 ):
     """A batched dataset over in-memory images (uint8 or float, (N, H, W, C)).
 
@@ -417,6 +467,11 @@ def from_arrays(
     across datasets, e.g. the maps of a whole run, so that a validation part
     numbers its subjects as the training part does; without it the ids are
     sorted unique values of this call's `domains` / `subjects`.
+
+    Labels must be integer class ids in `[0, num_classes)` (`>= 0` when
+    `num_classes` is None) and float images finite; otherwise a ValueError
+    names the array indices and the fix, before any batch is built (a GPU
+    gather of a bad label returns zeros instead of failing).
     """
     if isinstance(images, dict):  # from_arrays(to_arrays(frame)) convenience
         arrays = images
@@ -428,10 +483,13 @@ def from_arrays(
 
         augment = augmentation.BatchAugmentation(**vars(augment))
     images = np.asarray(images)
-    labels = np.asarray(labels).astype("int32")
+    labels = np.asarray(labels)
     n = len(images)
     if len(labels) != n:
         raise ValueError(f"images and labels differ in length: {n} vs {len(labels)}.")
+    records_lib.check_labels(labels, num_classes, where="from_arrays")
+    labels = labels.astype("int32")
+    check_images(images, where="from_arrays")
     if output not in ("tuple", "dict"):
         raise ValueError(f"output must be 'tuple' or 'dict'; received {output!r}.")
     maps = {}

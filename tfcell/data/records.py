@@ -17,6 +17,7 @@ frame's `attrs` carry `class_names` (the ordered label space) and `skipped`
 import collections
 import logging
 
+import numpy as np
 import pandas as pd
 
 COLUMNS = ("path", "label", "class_name", "domain", "subject")
@@ -83,6 +84,9 @@ def make_records(rows, class_names, skips=None):
     missing = [c for c in COLUMNS if c not in frame.columns]
     if missing:
         raise ValueError(f"Record rows lack columns {missing}; every reader must give {COLUMNS}.")
+    check_labels(
+        frame["label"].to_numpy(), len(class_names), names=row_names(frame), where="make_records"
+    )
     frame["label"] = frame["label"].astype("int64")
     for column in ("path", "class_name", "domain", "subject"):
         frame[column] = frame[column].astype(str)
@@ -96,24 +100,88 @@ def make_records(rows, class_names, skips=None):
 
 
 def validate_records(frame, class_names):
-    """Raises ValueError when a label is out of range or mismatches `class_name`."""
+    """Raises ValueError when a label is out of range or mismatches `class_name`.
+
+    Every label must be an integer in `[0, len(class_names))`; the error names
+    the files (or row indices of in-memory tables) with bad labels.
+    """
     if frame.empty:
         return
-    labels = frame["label"].to_numpy()
-    if labels.min() < 0 or labels.max() >= len(class_names):
-        raise ValueError(
-            f"Labels must lie in [0, {len(class_names)}) for class_names={class_names}; "
-            f"received labels in [{labels.min()}, {labels.max()}]."
-        )
+    check_labels(
+        frame["label"].to_numpy(), len(class_names), names=row_names(frame), where="records"
+    )
+    labels = frame["label"].to_numpy().astype("int64")
     expected = [class_names[i] for i in labels]
     bad = frame.index[frame["class_name"].to_numpy() != pd.Series(expected).to_numpy()]
     if len(bad):
         row = frame.loc[bad[0]]
         raise ValueError(
             f"Record {row['path']!r} has label {row['label']} "
-            f"({class_names[row['label']]!r}) but class_name {row['class_name']!r}: "
+            f"({class_names[int(row['label'])]!r}) but class_name {row['class_name']!r}: "
             "a reader mislabelled it. Fix the reader's class map."
         )
+
+
+def check_labels(labels, num_classes=None, names=None, where="labels"):
+    """Raises ValueError naming every bad label (up to 5) and the fix.
+
+    A label is bad when it is NaN or inf, not an integer, negative, or (with
+    `num_classes`) `>= num_classes`. A model fed such a label trains on a
+    wrong or zero loss without an error on GPU (a gather out of range
+    returns zeros), so the data pipelines refuse it before training.
+
+    Args:
+        labels: 1-D array-like of class ids (any numeric dtype).
+        num_classes: C, or None to check only that labels are integers >= 0.
+        names: optional names of the entries (file paths) for the message;
+            default "index i".
+        where: the caller, as the message names it.
+    """
+    values = np.asarray(labels)
+    if values.size == 0:
+        return
+    try:
+        numeric = values.astype("float64").reshape(-1)
+    except (TypeError, ValueError) as error:
+        raise ValueError(
+            f"{where}: labels must be integer class ids; received dtype {values.dtype}."
+        ) from error
+    with np.errstate(invalid="ignore"):
+        bad = ~np.isfinite(numeric) | (numeric < 0) | (numeric != np.round(numeric))
+        if num_classes is not None:
+            bad |= numeric >= num_classes
+    if not bad.any():
+        return
+    where_bad = np.flatnonzero(bad)
+    shown = ", ".join(
+        f"{names[i] if names is not None else f'index {i}'} (label {_plain(values.reshape(-1)[i])})"
+        for i in where_bad[:5]
+    )
+    more = f" and {len(where_bad) - 5} more" if len(where_bad) > 5 else ""
+    span = f"[0, {num_classes}) (C = {num_classes})" if num_classes is not None else "[0, C)"
+    finite = numeric[np.isfinite(numeric)]
+    received = f"[{finite.min():g}, {finite.max():g}]" if finite.size else "only NaN / inf"
+    raise ValueError(
+        f"{where}: {len(where_bad)} label(s) are not integer class ids in {span}; received "
+        f"labels in {received}: {shown}{more}. A label outside the class range trains on a "
+        "wrong loss (on GPU without any error). Fix the labels (or the reader's class map), "
+        "drop those samples, or pass the right num_classes."
+    )
+
+
+def _plain(value):
+    """A NumPy scalar as Python prints it (3, -1, nan, 1.5)."""
+    return value.item() if hasattr(value, "item") else value
+
+
+def row_names(frame):
+    """File paths of the rows, or "row <index>" for in-memory tables."""
+    if "path" not in frame.columns:
+        return None
+    return [
+        str(path) if str(path) else f"row {index}"
+        for index, path in zip(frame.index, frame["path"].to_numpy())
+    ]
 
 
 def class_counts(frame, by=None):
