@@ -174,6 +174,20 @@ class PreciseBatchNormCallbackTest(test_case.TestCase):
         )
         self.assertEqual(featurizer.get_layer("bn0").momentum, 0.9)
 
+    def test_mirrored_strategy(self):
+        # Under MirroredStrategy the estimate runs in cross-replica context and
+        # every replica's copy of the statistics gets it.
+        x, y = self._data()
+        with test_case.two_cpu_strategy().scope():
+            model = _bn_model()
+            model.compile(keras.optimizers.SGD(0.1), "sparse_categorical_crossentropy")
+        cb = callbacks.PreciseBatchNormCallback(_batches(x, y, 64), num_batches=1)
+        model.fit(x, y, batch_size=16, epochs=1, verbose=0, callbacks=[cb])
+        expected = x.astype("float64").mean(0)
+        moving_mean = model.layers[0].moving_mean.value
+        for replica_value in getattr(moving_mean, "values", [moving_mean]):
+            self.assertAllClose(replica_value, expected, atol=1e-5)
+
     def test_no_batch_norm_and_frozen_batch_norm_are_left_alone(self):
         x, y = self._data()
         model = _bn_model()
