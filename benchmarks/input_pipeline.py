@@ -1,181 +1,304 @@
-"""Input-pipeline throughput: decode + resize to 224 + train-time augmentation.
+"""Input-pipeline throughput of the reproductions' data stack, first and later epochs.
 
-Measures images/s on the native-size PBC JPEGs (../shared/data/pbc_native_sample,
-400 images at ~360x363, repeated) side by side in one run for
+Every reproduction feeds its model the same way: a `tfcell.data` reader's
+record table -> `tfcell.data.cache.decoded_images` (decoded and resized once per
+run) -> `tfcell.data.pipeline.from_arrays(..., augment=...)` each epoch. This
+measures that stack against two common ways of feeding Keras, on the same real
+files, at the same image size and batch size, with the same augmentation
+(left-right flip, up-down flip, rotation by 0/90/180/270 degrees, each image
+its own draw):
 
-  (a) tfcell.data.from_records (tf.io decode in parallel) with the fastest of
-      its augmentation modes below, all applying the same set:
-      - `PerImageAugmentation(fuse_resize=True)`: per image in the parallel
-        decode map, resize + flips + rotation as ONE projective resampling of
-        the decoded image, brightness + contrast as one affine map;
-      - `PerImageAugmentation()` (default): resize, then one tf.image op per
-        augmentation;
-      - `BatchAugmentation()`: vectorised over the batch after `batch`, one
-        ImageProjectiveTransformV3 call with (B, 8) transforms;
-  (a') the same pipeline with the batched Keras layers of (b),
-  (b) keras.utils.image_dataset_from_directory with the same augmentation layers,
-  (c) a plain Python generator: PIL load + resize + per-image augmentation
-      (flips, rotation, brightness, contrast), as the CFAL authors feed Keras.
+  (a) tfcell: `decoded_images` + `from_arrays` with
+      `augment = keras.layers.Pipeline([RandomFlip("horizontal"),
+      RandomFlip("vertical"), tfcell.data.augmentation.RandomRot90(rate=0.75)])`
+      (exact 90-degree turns need tfcell's RandomRot90; `PerImageAugmentation`
+      rotates by arbitrary angles). Also shown, not in the ratios:
+      (a2) the first epoch of a resumed run, with the decoded images on disk
+      (`cache_dir`), (a3) `PerImageAugmentation(rotation=0, brightness=0,
+      contrast=0)`, flips only, which `from_arrays` turns into the vectorised
+      `BatchAugmentation`; and (a4) a prototype that is not in tfcell yet: the
+      same flips and turns as one `tf.gather` of pixel indices per batch,
+      passed to `from_arrays` as a callable (what a fix would give);
+  (b) `keras.utils.image_dataset_from_directory` on a class-folder tree of
+      symlinks to the same files, with the same Keras layers in a parallel map;
+  (c) a Python generator: PIL open + resize + NumPy flips and `np.rot90`,
+      through `tf.data.Dataset.from_generator`, batched and prefetched.
 
-Timed: iteration only (after one warm-up batch). Building the pipelines, which
-includes from_records' one-off header validation of the files, is not timed.
+First epoch: building the pipeline plus one pass, so decoding counts (for (a),
+`decoded_images` with an empty cache). Later epochs: the mean of the next
+passes over the same dataset object ((a) serves them from memory; (b) and (c)
+decode again, having no cache). All pipelines run round-robin, first epochs
+then each later epoch in turn, with the order rotated every round, so machine
+noise hits them alike; a rate is the median over rounds. Before timing, every
+file is read once (the OS page cache is warm for all) and every pipeline runs
+once on a few batches (graph building is not charged to whoever goes first).
+Reading the record table is not timed.
 
-Run: python benchmarks/input_pipeline.py [--repeats 3] [--batch_size 32]
+Data: a fixed subset of the shared real data: IDC PNG patches (every 3rd of
+`read_idc`, 50x50 px, at 32 px as CFAL IDC resizes them, Sec. IV-B; edge
+patches padded by (a) with `pad_small=(50, 50)`, stretched by (b) and (c)), and
+PBC JPEGs (the first 200 per class of `pbc_128`, at 128 px).
+
+Run: python benchmarks/input_pipeline.py [--rounds 3] [--later_epochs 2] [--update_docs]
 """
 
 import argparse
 import os
 import pathlib
 import platform
+import tempfile
 import time
 
 import keras
 import numpy as np
-from PIL import Image, ImageEnhance
+import tensorflow as tf
+from PIL import Image
 
-from tfcell.data import augmentation, paths, pipeline, records
+from tfcell.data import augmentation, cache, idc, paths, pipeline, records, wbc
 from tfcell.evaluation import report
 
-SIZE = 224
+GOAL_CACHED, GOAL_FIRST = 2.0, 1.0
+NAMES = {
+    "a": "(a) tfcell: decoded_images + from_arrays",
+    "a2": "(a2) tfcell, resumed run (decoded images on disk)",
+    "a3": "(a3) tfcell, PerImageAugmentation flips -> BatchAugmentation",
+    "a4": "(a4) prototype, not in tfcell: flips + turns as one tf.gather",
+    "b": "(b) keras image_dataset_from_directory + same layers",
+    "c": "(c) Python generator (PIL + NumPy)",
+}
 
 
-def keras_layers(seed=0):
-    """The same train-time set for (a) and (b): flips, rotation, brightness, contrast."""
+def dihedral_layers(seed=0):
+    """Flips and 90-degree turns: the set every pipeline applies."""
     return keras.layers.Pipeline(
         [
             keras.layers.RandomFlip("horizontal", seed=seed),
             keras.layers.RandomFlip("vertical", seed=seed + 1),
-            keras.layers.RandomRotation(0.5, fill_mode="reflect", seed=seed + 2),
-            keras.layers.RandomBrightness(0.1, value_range=(0, 255), seed=seed + 3),
-            keras.layers.RandomContrast(0.2, value_range=(0, 255), seed=seed + 4),
+            augmentation.RandomRot90(rate=0.75, seed=seed + 2),  # 0/90/180/270 uniform
         ]
     )
 
 
-def table(root):
-    names = sorted(p.name for p in root.iterdir() if p.is_dir())
-    rows = [
-        {"path": str(f), "label": names.index(f.parent.name), "class_name": f.parent.name,
-         "domain": "pbc", "subject": ""}
-        for f in sorted(root.glob("*/*.jpg"))
-    ]  # fmt: skip
-    return records.make_records(rows, names)
+def dihedral_gather(size):
+    """Prototype (not in tfcell): the same flips and 90-degree turns as ONE
+    `tf.gather` of pixel indices per batch (one of the 8 dihedral index maps per
+    image), instead of several full-batch float ops and broadcasting selects."""
+    index = np.arange(size * size).reshape(size, size)
+    maps = [index, index[::-1], index[:, ::-1], index[::-1, ::-1]]
+    maps = tf.constant(np.stack([m.reshape(-1) for m in maps + [m.T for m in maps]]), tf.int32)
+
+    def augment(images):
+        n = tf.shape(images)[0]
+        pick = tf.gather(maps, tf.random.uniform([n], 0, 8, tf.int32))
+        flat = tf.reshape(images, (n, size * size, 3))
+        return tf.reshape(tf.gather(flat, pick, batch_dims=1), (n, size, size, 3))
+
+    return augment
 
 
-def one_pass(batches):
-    """images/s of one full pass over `batches()` (iteration only)."""
-    count, start = 0, time.perf_counter()
-    for images, _ in batches():
-        count += int(images.shape[0])
-    return count / (time.perf_counter() - start)
+def idc_subset(root):
+    frame = idc.read_idc(root / "idc")
+    rows = frame.iloc[::3].to_dict("records")
+    return records.make_records(rows, idc.IDC_CLASSES), 32, (50, 50)
 
 
-def resnet50_train_rate(batch_size, steps):
-    """Images/s a ResNet-50 (random init, 224 px, 8 classes) trains at here:
-    what the pipeline has to keep up with."""
-    model = keras.applications.ResNet50(weights=None, input_shape=(SIZE, SIZE, 3), classes=8)
-    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
-    x = np.random.default_rng(0).uniform(0, 255, (batch_size, SIZE, SIZE, 3)).astype("float32")
-    y = np.zeros((batch_size,), "int32")
-    model.train_on_batch(x, y)  # Trace.
-    start = time.perf_counter()
-    for _ in range(steps):
-        model.train_on_batch(x, y)
-    return steps * batch_size / (time.perf_counter() - start)
+def pbc_subset(root, per_class=200):
+    frame = wbc.read_acevedo(root / "pbc_128", label_space="native", dedupe=False)
+    names = frame.attrs["class_names"]
+    frame = frame.sort_values("path").groupby("label", sort=True).head(per_class)
+    return records.make_records(frame.to_dict("records"), names), 128, True
 
 
-def pil_generator(frame, batch_size, seed=0):
+def class_folders(frame, folder):
+    """A `<class>/<file>` tree of symlinks, for image_dataset_from_directory."""
+    for path, name in zip(frame["path"], frame["class_name"]):
+        target = folder / name / os.path.basename(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.symlink_to(path)
+    return folder
+
+
+def pil_dataset(frame, size, batch_size, seed):
+    files = frame["path"].to_numpy(str)
+    labels = frame["label"].to_numpy("int32")
     rng = np.random.default_rng(seed)
-    files = frame["path"].to_numpy()
-    labels = frame["label"].to_numpy()
-    order = rng.permutation(len(files))
-    for start in range(0, len(order), batch_size):
-        images = []
-        for i in order[start : start + batch_size]:
-            image = Image.open(files[i]).convert("RGB").resize((SIZE, SIZE), Image.BILINEAR)
+
+    def images():
+        for i in rng.permutation(len(files)):
+            with Image.open(files[i]) as image:
+                pixels = np.asarray(image.convert("RGB").resize((size, size), Image.BILINEAR))
             if rng.random() < 0.5:
-                image = image.transpose(Image.FLIP_LEFT_RIGHT)
+                pixels = pixels[:, ::-1]
             if rng.random() < 0.5:
-                image = image.transpose(Image.FLIP_TOP_BOTTOM)
-            image = image.rotate(rng.uniform(-180, 180), resample=Image.BILINEAR)
-            image = ImageEnhance.Brightness(image).enhance(rng.uniform(0.9, 1.1))
-            image = ImageEnhance.Contrast(image).enhance(rng.uniform(0.8, 1.2))
-            images.append(np.asarray(image, "float32"))
-        yield np.stack(images), labels[order[start : start + batch_size]]
+                pixels = pixels[::-1]
+            yield np.ascontiguousarray(np.rot90(pixels, rng.integers(4))), labels[i]
+
+    signature = (
+        tf.TensorSpec((size, size, 3), tf.uint8),
+        tf.TensorSpec((), tf.int32),
+    )
+    dataset = tf.data.Dataset.from_generator(images, output_signature=signature)
+    dataset = dataset.batch(batch_size).map(lambda x, y: (tf.cast(x, tf.float32), y))
+    return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def keras_dataset(folder, size, batch_size, layers, seed):
+    dataset = keras.utils.image_dataset_from_directory(
+        folder, image_size=(size, size), batch_size=batch_size, seed=seed, verbose=False
+    )
+    dataset = dataset.map(lambda x, y: (layers(x), y), num_parallel_calls=tf.data.AUTOTUNE)
+    return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def tfcell_dataset(frame, size, pad_small, batch_size, augment, seed, cache_dir=None):
+    images = cache.decoded_images(frame, size, pad_small=pad_small, cache_dir=cache_dir)
+    return pipeline.from_arrays(
+        images, frame["label"].to_numpy(), batch_size=batch_size, augment=augment, seed=seed
+    )
+
+
+def one_epoch(dataset):
+    count = 0
+    for images, _ in dataset:
+        count += int(images.shape[0])
+    return count
+
+
+class Candidates:
+    """Each candidate: `fresh()` builds its pipeline from nothing (first epoch)."""
+
+    def __init__(self, frame, size, pad_small, batch_size, folder, cache_dir):
+        layers = {key: dihedral_layers() for key in ("a", "a2", "b")}
+        flips = augmentation.PerImageAugmentation(rotation=0.0, brightness=0.0, contrast=0.0)
+        gather = dihedral_gather(size)
+        self.build = {
+            "a": lambda s: tfcell_dataset(frame, size, pad_small, batch_size, layers["a"], s),
+            "a2": lambda s: tfcell_dataset(
+                frame, size, pad_small, batch_size, layers["a2"], s, cache_dir
+            ),
+            "a3": lambda s: tfcell_dataset(frame, size, pad_small, batch_size, flips, s),
+            "a4": lambda s: tfcell_dataset(frame, size, pad_small, batch_size, gather, s),
+            "b": lambda s: keras_dataset(folder, size, batch_size, layers["b"], s),
+            "c": lambda s: pil_dataset(frame, size, batch_size, s),
+        }
+
+    def fresh(self, key, seed):
+        cache.clear_memory_cache()  # (a): decode again; (a2): load from disk
+        return self.build[key](seed)
+
+
+def measure(frame, size, pad_small, batch_size, rounds, later_epochs, workdir):
+    folder = class_folders(frame, workdir / "folders")
+    cache_dir = workdir / "decoded"
+    for path in frame["path"]:  # Warm the page cache for everyone.
+        with open(path, "rb") as f:
+            f.read()
+    candidates = Candidates(frame, size, pad_small, batch_size, folder, cache_dir)
+    tiny = Candidates(frame.head(4 * batch_size), size, pad_small, batch_size,
+                      class_folders(frame.head(4 * batch_size), workdir / "tiny"),
+                      workdir / "tiny_decoded")  # fmt: skip
+    for key in NAMES:  # Untimed warm-up: tracing, layer builds.
+        one_epoch(tiny.fresh(key, 0))
+    cache.decoded_images(frame, size, pad_small=pad_small, cache_dir=cache_dir)  # for (a2)
+    n = len(frame)
+    first = {key: [] for key in NAMES}
+    later = {key: [] for key in NAMES}
+    keys = list(NAMES)
+    later_keys = [k for k in keys if k != "a2"]  # (a2)'s later epochs are (a)'s
+    for r in range(rounds):
+        order = keys[r % len(keys) :] + keys[: r % len(keys)]
+        datasets = {}
+        for key in order:
+            start = time.perf_counter()
+            datasets[key] = candidates.fresh(key, seed=r)
+            count = one_epoch(datasets[key])
+            first[key].append(count / (time.perf_counter() - start))
+            assert count == n, (key, count, n)
+        seconds = {key: 0.0 for key in later_keys}
+        for _ in range(later_epochs):
+            for key in order:
+                if key in seconds:
+                    start = time.perf_counter()
+                    one_epoch(datasets[key])
+                    seconds[key] += time.perf_counter() - start
+        for key, elapsed in seconds.items():
+            later[key].append(later_epochs * n / elapsed)
+        datasets.clear()
+    return (
+        {key: float(np.median(v)) for key, v in first.items()},
+        {key: float(np.median(v)) if v else float("nan") for key, v in later.items()},
+    )
+
+
+def verdict(name, ratio, goal):
+    met = "met" if ratio >= goal else "**NOT met**"
+    return f"{name}: {ratio:.2f}x (goal >= {goal:g}x: {met})"
+
+
+def section(title, frame, size, batch_size, first, later):
+    lines = [
+        f"**{title}**: {len(frame)} files at {size}x{size} px, batch {batch_size}.",
+        "",
+        "| pipeline | first epoch (images/s) | later epochs (images/s) |",
+        "|---|---|---|",
+    ]
+    lines += [
+        f"| {NAMES[k]} | {first[k]:.0f} | {'as (a)' if k == 'a2' else f'{later[k]:.0f}'} |"
+        for k in NAMES
+    ]
+    lines += [
+        "",
+        "- " + verdict("cached epochs / PIL generator", later["a"] / later["c"], GOAL_CACHED),
+        "- " + verdict("first epoch / PIL generator", first["a"] / first["c"], GOAL_FIRST),
+        f"- cached epochs / image_dataset_from_directory: {later['a'] / later['b']:.2f}x",
+        f"- first epoch / image_dataset_from_directory: {first['a'] / first['b']:.2f}x",
+        f"- resumed run's first epoch / PIL generator: {first['a2'] / first['c']:.2f}x",
+        f"- cached epochs / PIL generator with (a3) BatchAugmentation flips: "
+        f"{later['a3'] / later['c']:.2f}x, with (a4) the gather prototype: "
+        f"{later['a4'] / later['c']:.2f}x",
+        "",
+    ]
+    return lines
 
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--repeats", type=int, default=3, help="Passes per pipeline.")
+    parser.add_argument("--rounds", type=int, default=3, help="Round-robin rounds (median).")
+    parser.add_argument("--later_epochs", type=int, default=2, help="Cached epochs per round.")
     parser.add_argument("--batch_size", type=int, default=32)
-    parser.add_argument("--resnet50_steps", type=int, default=2, help="0 skips ResNet-50.")
+    parser.add_argument("--data", choices=("idc", "pbc", "both"), default="both")
     parser.add_argument("--update_docs", action="store_true", help="Write docs/benchmarks.md.")
     args = parser.parse_args()
     root = paths.shared_data_root()
     if root is None:
         raise SystemExit("../shared/data is absent; set TFCELL_SHARED_DATA.")
-    root = pathlib.Path(root) / "pbc_native_sample"
-    frame = table(root)
-    bs = args.batch_size
-
-    ops = dict(rotation=180.0, brightness=0.1, contrast=0.2)
-    tfcell_modes = {
-        "(a) tfcell, PerImageAugmentation": augmentation.PerImageAugmentation(**ops),
-        "(a) tfcell, PerImageAugmentation fused": augmentation.PerImageAugmentation(
-            **ops, fuse_resize=True
-        ),
-        "(a) tfcell, BatchAugmentation": augmentation.BatchAugmentation(**ops),
-        "(a') tfcell from_records, Keras layers": keras_layers(),
-    }
-    datasets = {
-        name: pipeline.from_records(frame, SIZE, batch_size=bs, augment=aug)
-        for name, aug in tfcell_modes.items()
-    }
-    batches = {name: (lambda ds=ds: ds) for name, ds in datasets.items()}
-    keras_aug = keras_layers()
-    keras_ds = keras.utils.image_dataset_from_directory(
-        root, image_size=(SIZE, SIZE), batch_size=bs, seed=0, verbose=False
-    ).map(lambda x, y: (keras_aug(x), y))
-    keras_ds = keras_ds.prefetch(-1)
-    batches["(b) keras image_dataset_from_directory"] = lambda: keras_ds
-    batches["(c) Python generator (PIL)"] = lambda: pil_generator(frame, bs)
-
-    # Round-robin passes (one warm-up pass each, untimed), so load changes hit
-    # every pipeline alike; each pipeline's rate is the median of its passes.
-    for make in batches.values():
-        for _ in zip(range(2), make()):
-            pass
-    rates = {name: [] for name in batches}
-    for _ in range(args.repeats):
-        for name, make in batches.items():
-            rates[name].append(one_pass(make))
-    results = {name: float(np.median(r)) for name, r in rates.items()}
-    a_name = max((n for n in results if n.startswith("(a)")), key=results.get)
-    a, a2 = results[a_name], results["(a') tfcell from_records, Keras layers"]
-    b, c = results["(b) keras image_dataset_from_directory"], results["(c) Python generator (PIL)"]
+    sets = {"idc": ("IDC PNG patches", idc_subset), "pbc": ("PBC JPEGs", pbc_subset)}
+    chosen = list(sets) if args.data == "both" else [args.data]
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    load = os.getloadavg()[0]
     lines = [
-        f"{len(frame)} PBC JPEGs (native ~360x363), {args.repeats} round-robin passes per "
-        f"pipeline (median), batch {bs}, decode + resize to {SIZE}x{SIZE} + flips, rotation, "
-        f"brightness, contrast; {platform.machine()}, {os.cpu_count()} CPUs. Building the "
-        "pipelines (incl. the one-off header check of the files) is not timed.",
+        f"{args.rounds} round-robin rounds (median), first epoch = build + one pass "
+        f"(decoding included), later epochs = mean of {args.later_epochs} passes; "
+        "flips + 0/90/180/270-degree turns; "
+        f"{platform.machine()}, {cpus} CPUs, TF {tf.__version__}, Keras {keras.__version__}.",
         "",
-        "| pipeline | images/s |",
-        "|---|---|",
     ]
-    lines += [f"| {name} | {rate:.1f} |" for name, rate in results.items()]
-    if args.resnet50_steps:
-        rate = resnet50_train_rate(8, args.resnet50_steps)
-        lines.append(
-            f"| ResNet-50 training consumes (batch 8, 224 px, this machine) | {rate:.1f} |"
-        )
-    lines += [
-        "",
-        f"(a) = {a_name}. Ratios: a/c = {a / c:.2f}, a/b = {a / b:.2f}, a'/b = {a2 / b:.2f}"
-        + (f", a / ResNet-50 = {a / rate:.0f}" if args.resnet50_steps else "")
-        + ".",
-    ]
-    text = "\n".join(lines)
-    print(text)
+    for name in chosen:
+        title, subset = sets[name]
+        frame, size, pad_small = subset(pathlib.Path(root))
+        with tempfile.TemporaryDirectory() as workdir:
+            first, later = measure(
+                frame, size, pad_small, args.batch_size, args.rounds, args.later_epochs,
+                pathlib.Path(workdir),
+            )  # fmt: skip
+        block = section(title, frame, size, args.batch_size, first, later)
+        print("\n".join(block), flush=True)
+        lines += block
+    lines[0] += (
+        f" Load average (1 min) at start / end: {load:.1f} / {os.getloadavg()[0]:.1f}"
+        " (other jobs share the machine; the round-robin spreads their effect)."
+    )
+    text = "\n".join(lines).rstrip()
     if args.update_docs:
         docs = os.path.join(os.path.dirname(__file__), "..", "docs", "benchmarks.md")
         report.replace_marked_block(docs, "input_pipeline", text)
