@@ -174,9 +174,9 @@ def small_cnn(
     statistics with the current weights before each evaluation.
 
     `norm="group"` (GroupNorm) has no train/inference difference at all, but it
-    is not the default: measured side by side (`benchmarks/bn_inference.py`,
-    docs/benchmarks.md) it trained clearly worse in the same epochs and its
-    Keras layer made each training step about 2x slower on CPU.
+    is not the default: measured side by side on PBC (`benchmarks/bn_inference.py`,
+    docs/benchmarks.md) it reached clearly lower accuracy in the same epochs and
+    cost more CPU time per epoch, while the callback costs a few percent.
 
     Args:
         input_shape: image shape.

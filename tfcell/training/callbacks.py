@@ -133,8 +133,9 @@ class PreciseBatchNormCallback(keras.callbacks.Callback):
         data: the training batches: a `tf.data.Dataset` (or any re-iterable)
             yielding `(images, labels)` tuples, dict batches with "image", or
             image tensors; usually the dataset given to `fit`.
-        num_batches: batches to average over (fvcore's precise BN uses 200 of
-            the detection batch; 20 batches of 32 settle a small CNN).
+        num_batches: batches to average over (fvcore's precise BN defaults to
+            200; 20 batches of 32 images sufficed for `small_cnn` on PBC,
+            `benchmarks/bn_inference.py`).
 
     Example:
     ```python
