@@ -97,10 +97,7 @@ def run(protocol, config, workdir, restart=False):
                 announced = True
             data = None
             if pending:
-                data = tasks.SettingData(
-                    setting, config.data.image_size, wd.cache_dir,
-                    in_memory=config.data.get("in_memory", True),
-                )  # fmt: skip
+                data = protocol.task.prepare(setting, config, wd.cache_dir)
                 print(
                     f"{label} {setting.description}: train {setting.size('train')}, val "
                     f"{setting.size('val')}, "

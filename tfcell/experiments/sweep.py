@@ -53,10 +53,7 @@ def run_sweep(protocol, config, workdir, restart=False):
     require_keras_tuner()
     wd = workdir_lib.Workdir(workdir, config, restart=restart)
     setting = _validation_view(protocol.settings(config, 0)[0])
-    data = tasks.SettingData(
-        setting, config.data.image_size, wd.cache_dir,
-        in_memory=config.data.get("in_memory", True),
-    )  # fmt: skip
+    data = protocol.task.prepare(setting, config, wd.cache_dir)
     strategy = strategy_lib.get_strategy()
     methods = protocol.methods(config)
     best = {}

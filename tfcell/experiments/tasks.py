@@ -10,7 +10,8 @@ a temperature on the validation scores
 (`tfcell.evaluation.calibration`) so that every method's test probabilities
 are on one calibrated scale, and evaluate every test part.
 
-A task is any object with `run_job(job) -> JobResult`; segmentation
+A task is any object with `prepare(setting, config, cache_dir) -> data` (once
+per setting, shared by its jobs) and `run_job(job) -> JobResult`; segmentation
 (exclusive cross-entropy) and representation + random forest (AE-CFE) bring
 their own task from their paper package without editing the harness.
 """
@@ -175,6 +176,12 @@ class JobResult:
 
 class ClassificationTask:
     """Trains and evaluates one classification method (see the module docstring)."""
+
+    def prepare(self, setting, config, cache_dir=None):
+        """The data every job on `setting` shares: decoded once (`SettingData`)."""
+        return SettingData(
+            setting, config.data.image_size, cache_dir, in_memory=config.data.get("in_memory", True)
+        )
 
     def run_job(self, job):
         config, data, setting = job.config, job.data, job.data.setting

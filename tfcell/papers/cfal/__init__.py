@@ -45,6 +45,17 @@ class CFALProtocol(protocol.Protocol):
             raise ValueError(f"Unknown CFAL method(s) {unknown}; known: {sorted(methods.METHODS)}.")
         return {n: methods.METHODS[n] for n in names}
 
+    def augmentation(self, config, seed):
+        """None: the paper mentions no augmentation. `training.augment=True`
+        adds flips only (histology has no canonical orientation)."""
+        if not config.training.get("augment"):
+            return None
+        from tfcell.data import augmentation
+
+        return augmentation.PerImageAugmentation(
+            flips=True, rotation=0.0, brightness=0.0, contrast=0.0
+        )
+
     def combine(self, setting, outputs, config):
         """The paper's ensembles (Sec. III-C) over the members' calibrated test
         probabilities (each member's temperature fitted on validation data)."""
