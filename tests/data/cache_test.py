@@ -101,6 +101,10 @@ def test_disk_round_trip(files, tmp_path, count_decodes, caplog):
     np.testing.assert_array_equal(cache.decoded_images(table, 16, cache_dir=folder), first)
     assert count_decodes == [4, 4]
     np.load(stored[0])  # rewritten whole
+    # Decoded earlier without cache_dir: a later call with one writes the file.
+    later = tmp_path / "later"
+    cache.decoded_images(table, 16, cache_dir=later)
+    assert count_decodes == [4, 4] and len(list(later.glob("*.npy"))) == 1
 
 
 def test_touching_or_rewriting_a_file_changes_the_key(files, tmp_path, count_decodes):
@@ -150,6 +154,8 @@ def test_bad_arguments_and_bad_files(files, tmp_path):
         cache.decoded_images(table, None)
     with pytest.raises(ValueError, match="pad_small"):
         cache.decoded_images(table, 16, pad_small=(50,))
+    with pytest.raises(ValueError, match="pad_value"):
+        cache.decoded_images(table, 16, pad_value=300)
     (tmp_path / "empty.png").write_bytes(b"")
     with pytest.raises(pipeline.ImageError, match="empty.png"):
         cache.decoded_images(_table([*files, tmp_path / "empty.png"]), 16)

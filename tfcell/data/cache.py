@@ -202,14 +202,19 @@ def decoded_images(records, image_size, *, pad_small=True, pad_value=255, cache_
     """
     size = _as_size(image_size)
     pad_small = _as_pad_small(pad_small)
+    if not 0 <= pad_value <= 255 or int(pad_value) != pad_value:
+        raise ValueError(f"pad_value must be an int in [0, 255]; received {pad_value!r}.")
+    pad_value = int(pad_value)
     n = len(records)
     start = time.perf_counter()
     key = _key(records, size, pad_small, pad_value)
+    path = None if cache_dir is None else os.path.join(os.fspath(cache_dir), f"{key}.npy")
     if key in _MEMORY:
         _MEMORY.move_to_end(key)
         logger.debug("decoded images: %d at %dx%d from memory (key %s)", n, *size, key[:12])
+        if path is not None and not os.path.exists(path):  # Decoded earlier without cache_dir.
+            _save(path, _MEMORY[key])
         return _MEMORY[key]
-    path = None if cache_dir is None else os.path.join(os.fspath(cache_dir), f"{key}.npy")
     images = _load(path, n, size) if path is not None and os.path.exists(path) else None
     if images is not None:
         logger.info(
