@@ -9,7 +9,13 @@ steps, in a shuffled order) so that machine noise hits all heads alike; the
 table reports each head's median step time divided by the CCE head's median
 measured in the same run.
 
+`--compare_unchecked` adds, for every tfcell loss, a copy traced without the
+per-batch label / finiteness check (`tfcell.losses._checks`), and reports the
+checked / unchecked ratio measured in the same round-robin: the cost of the
+check alone.
+
     python benchmarks/loss_overhead.py [--batch_size=64 --image_size=64 --rounds=15]
+        [--compare_unchecked]
 """
 
 import json
@@ -29,6 +35,7 @@ import tensorflow as tf  # noqa: E402
 
 import tfcell  # noqa: E402
 from tfcell.evaluation import report  # noqa: E402
+from tfcell.losses import _checks  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("batch_size", 64, "Images per training step.")
@@ -38,6 +45,9 @@ flags.DEFINE_integer("rounds", 15, "Round-robin rounds.")
 flags.DEFINE_integer("steps_per_round", 5, "Timed steps per head per round.")
 flags.DEFINE_string("json_out", "", "Optional path for the measured table as JSON.")
 flags.DEFINE_bool("update_docs", False, "Write the table into docs/benchmarks.md.")
+flags.DEFINE_bool(
+    "compare_unchecked", False, "Also time each tfcell loss traced without its batch check."
+)
 
 
 def backbone(image_size):
@@ -80,7 +90,21 @@ def heads(num_classes, class_weights):
             lambda: H.CosineHead(num_classes),
             L.SphereFaceLoss(margin=0.35, scale=20.0, class_weights=class_weights),
         ),
+        (
+            "cb_asoftmax",  # A-Softmax: (N, C, C) scores in the head, radius ||x||.
+            lambda: H.CosineHead(num_classes, sphereface_margin=4.0),
+            L.SphereFaceLoss(scale=None, class_weights=class_weights),
+        ),
     ]
+
+
+def _unchecked(check_batch):
+    """`tfcell.losses._checks.check_batch` replaced by "no check" while tracing."""
+
+    def skip(y_true, y_pred, num_classes, name):
+        return None
+
+    return skip if check_batch is not None else None
 
 
 def main(argv):
@@ -94,13 +118,22 @@ def main(argv):
     class_weights = tfcell.losses.class_balanced_weights(counts, 0.9999)
 
     steps = {}
-    for name, make_head, loss in heads(c, list(np.asarray(class_weights, "float64"))):
+    variants = [(False, h) for h in heads(c, list(np.asarray(class_weights, "float64")))]
+    if FLAGS.compare_unchecked:
+        variants += [(True, h) for h in heads(c, list(np.asarray(class_weights, "float64")))[1:]]
+    checked = _checks.check_batch
+    for unchecked, (name, make_head, loss) in variants:
         inputs, features = backbone(size)
         model = keras.Model(inputs, make_head()(features))
         model.compile(optimizer=keras.optimizers.SGD(0.01), loss=loss)
-        for _ in range(3):  # Trace and warm up.
-            model.train_on_batch(x, y)
-        steps[name] = (model, [])
+        # The check is decided at trace time: trace without it for "_unchecked".
+        _checks.check_batch = _unchecked(checked) if unchecked else checked
+        try:
+            for _ in range(3):  # Trace and warm up.
+                model.train_on_batch(x, y)
+        finally:
+            _checks.check_batch = checked
+        steps[name + ("_unchecked" if unchecked else "")] = (model, [])
 
     names = list(steps)
     for _ in range(FLAGS.rounds):
@@ -127,6 +160,15 @@ def main(argv):
         median = statistics.median(steps[name][1])
         rows.append({"head": name, "median_step_ms": 1000 * median, "ratio": median / base})
         lines.append(f"| {name} | {1000 * median:.1f} | {median / base:.3f} |")
+    if FLAGS.compare_unchecked:
+        lines += ["", "| head | checked / unchecked (batch check cost) |", "|---|---|"]
+        for name in steps:
+            if name + "_unchecked" in steps:
+                ratio = statistics.median(steps[name][1]) / statistics.median(
+                    steps[name + "_unchecked"][1]
+                )
+                rows.append({"head": name, "check_ratio": ratio})
+                lines.append(f"| {name} | {ratio:.3f} |")
     text = "\n".join(lines)
     print(text)
     if FLAGS.json_out:
