@@ -206,3 +206,118 @@ def test_fused_resize_matches_resize_without_geometry():
     colour = aug.PerImageAugmentation(False, 0.0, 0.0, 0.5, fuse_resize=True)
     flat = colour(tf.fill((8, 8, 3), 100.0), tf.constant([1, 2], tf.int64)).numpy()
     np.testing.assert_allclose(flat, 100.0, atol=1e-3)  # contrast keeps the mean
+
+
+def _dihedral_reference(image):
+    """The 8 symmetries of a square, by NumPy: 4 turns of the image and of its mirror."""
+    return [np.rot90(image, k) for k in range(4)] + [
+        np.rot90(np.flip(image, axis=1), k) for k in range(4)
+    ]
+
+
+def _which(out, image, candidates):
+    matches = [np.array_equal(out, c) for c in candidates(image)]
+    assert sum(matches) == 1, "not exactly one dihedral transform of its input"
+    return matches.index(True)
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "float32"])
+def test_dihedral_outputs_are_exact_transforms_and_all_occur(dtype):
+    import tensorflow as tf
+
+    # Distinct pixel values, so that no two transforms of an image coincide.
+    base = np.arange(6 * 6 * 3).reshape(6, 6, 3) % 251
+    images = np.stack([np.roll(base, i, axis=0) for i in range(400)]).astype(dtype)
+    out = aug.RandomDihedral()(images, tf.constant([3, 4], tf.int64))
+    assert out.dtype.name == dtype and out.shape == images.shape
+    kinds = [_which(o, x, _dihedral_reference) for o, x in zip(out.numpy(), images)]
+    counts = np.bincount(kinds, minlength=8) / len(kinds)
+    assert np.all((counts > 0.07) & (counts < 0.18)), counts  # each ~1/8
+
+
+def test_dihedral_flips_only_and_rotations_only():
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    square = rng.integers(0, 256, (200, 5, 5, 3), "uint8")
+    seed = tf.constant([1, 2], tf.int64)
+    turns = aug.RandomDihedral(flips=False)(square, seed).numpy()
+    kinds = [
+        _which(o, x, lambda i: [np.rot90(i, k) for k in range(4)]) for o, x in zip(turns, square)
+    ]
+    assert set(kinds) == {0, 1, 2, 3}
+
+    def axis_flips(image):
+        return [image, image[::-1], image[:, ::-1], image[::-1, ::-1]]
+
+    wide = rng.integers(0, 256, (200, 4, 7, 2), "uint8")  # flips keep non-square shapes
+    flipped = aug.RandomDihedral(rotations=False)(wide, seed).numpy()
+    assert flipped.shape == wide.shape
+    assert {_which(o, x, axis_flips) for o, x in zip(flipped, wide)} == {0, 1, 2, 3}
+    with pytest.raises(ValueError, match="square"):
+        aug.RandomDihedral()(wide, seed)
+    with pytest.raises(ValueError, match="both False"):
+        aug.RandomDihedral(flips=False, rotations=False)
+
+
+def test_dihedral_seeded_and_in_from_arrays():
+    images = np.random.default_rng(0).integers(0, 256, (40, 8, 8, 3), "uint8")
+    labels = np.arange(40) % 2
+
+    def run(seed, output="tuple", **kwargs):
+        ds = pipeline.from_arrays(
+            images, labels, 8, augment=aug.RandomDihedral(), seed=seed, output=output, **kwargs
+        )
+        if output == "dict":
+            return [(b["image"].numpy(), b["label"].numpy()) for b in ds]
+        return [(x.numpy(), y.numpy()) for x, y in ds]
+
+    a, b, c = run(5), run(5), run(6)
+    for (xa, ya), (xb, yb) in zip(a, b):
+        np.testing.assert_array_equal(xa, xb)
+        np.testing.assert_array_equal(ya, yb)
+    assert not all(np.array_equal(xa, xc) for (xa, _), (xc, _) in zip(a, c))
+    unshuffled = run(5, "dict", shuffle=False)
+    out = np.concatenate([x for x, _ in unshuffled])
+    assert out.dtype == np.float32 and out.shape == (40, 8, 8, 3)
+    kinds = [_which(o, x, _dihedral_reference) for o, x in zip(out, images.astype("float32"))]
+    assert len(set(kinds)) > 4  # per-image draws, not one per batch
+    # A resize inside from_arrays: the transform runs on the resized float batch.
+    resized = run(5, image_size=6)
+    assert resized[0][0].shape == (8, 6, 6, 3) and resized[0][0].dtype == np.float32
+
+
+def test_dihedral_in_from_records(tmp_path):
+    from PIL import Image
+
+    from tfcell.data import records
+
+    rng = np.random.default_rng(1)
+    rows = []
+    for i in range(12):
+        Image.fromarray(rng.integers(0, 256, (10, 10, 3), "uint8")).save(tmp_path / f"{i}.png")
+        rows.append(
+            {
+                "path": str(tmp_path / f"{i}.png"),
+                "label": i % 2,
+                "class_name": "ab"[i % 2],
+                "domain": f"d{i % 2}",
+                "subject": f"s{i % 3}",
+            }
+        )
+    table = records.make_records(rows, ["a", "b"])
+
+    def run(seed, output):
+        ds = pipeline.from_records(
+            table, 10, batch_size=4, shuffle=False, augment=aug.RandomDihedral(), seed=seed,
+            output=output,
+        )  # fmt: skip
+        return np.concatenate([b["image"] if output == "dict" else b[0] for b in ds])
+
+    plain = np.concatenate([x for x, _ in pipeline.from_records(table, 10, 4, shuffle=False)])
+    for output in ("tuple", "dict"):
+        out = run(3, output)
+        np.testing.assert_array_equal(out, run(3, output))
+        assert out.dtype == np.float32
+        for o, x in zip(out, plain):
+            _which(o, x, _dihedral_reference)

@@ -84,6 +84,54 @@ def test_preload_equals_streaming(image_dir):
     np.testing.assert_allclose(loaded.numpy(), np.round(streamed.numpy()), atol=1.0)
 
 
+def _preload_by_resize(paths, size, pad_small):
+    """The float32 resize round trip preload_images did for every file before
+    it kept already-fitting images as decoded; the reference it must equal."""
+    import tensorflow as tf
+
+    out = []
+    for path in paths:
+        image = pipeline._decode(str(path), False, any_python=False)
+        image = pipeline._pad_small(image, size, pad_small, 255)
+        image = tf.image.resize(tf.cast(image, tf.float32), size)
+        out.append(tf.cast(tf.round(tf.clip_by_value(image, 0, 255)), tf.uint8).numpy())
+    return np.stack(out)
+
+
+def test_preload_keeps_fitting_images_as_decoded(tmp_path):
+    rng = np.random.default_rng(3)
+    files = []
+    for i, (ext, shape) in enumerate(
+        [("png", (16, 16)), ("jpg", (16, 16)), ("png", (12, 16)), ("jpg", (20, 24))]
+    ):
+        files.append(tmp_path / f"{i}.{ext}")
+        Image.fromarray(rng.integers(0, 256, (*shape, 3), "uint8")).save(files[-1])
+    loaded = pipeline.preload_images(files, 16)
+    assert loaded.dtype == np.uint8 and loaded.shape == (4, 16, 16, 3)
+    np.testing.assert_array_equal(loaded[0], np.asarray(Image.open(files[0])))
+    np.testing.assert_array_equal(loaded, _preload_by_resize(files, (16, 16), True))
+    np.testing.assert_array_equal(
+        pipeline.preload_images(files, 16, pad_small=False),
+        _preload_by_resize(files, (16, 16), False),
+    )
+    streamed = pipeline._fit_size(
+        pipeline._decode(str(files[1]), False, False), (16, 16), True, 255
+    )
+    np.testing.assert_array_equal(streamed.numpy(), loaded[1].astype("float32"))
+
+
+@pytest.mark.real_data
+def test_preload_real_files_equal_resize_round_trip(shared_data):
+    root = pathlib.Path(shared_data)
+    pbc = sorted((root / "pbc_128").glob("*/*.jpg"))[::50][:40]
+    idc = sorted((root / "idc").glob("**/*.png"))[::200][:40]
+    for files, size, pad in ((pbc, (128, 128), True), (idc, (50, 50), (50, 50))):
+        assert files, "no files found"
+        np.testing.assert_array_equal(
+            pipeline.preload_images(files, size, pad), _preload_by_resize(files, size, pad)
+        )
+
+
 @pytest.mark.parametrize("mode", ["header", "decode"])
 @pytest.mark.parametrize(
     "content,reason",

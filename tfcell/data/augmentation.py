@@ -10,6 +10,9 @@ Keras 3.15 lacks, each saying why:
 - `RandomRot90`: exact rotations by 90/180/270 (RandomRotation interpolates
   arbitrary angles and cannot restrict to that set).
 - `RandomTranspose`: the diagonal flip (RandomFlip only flips along axes).
+- `RandomDihedral`: flips + 90-degree turns (the 8 symmetries of a square) as
+  ONE pixel-index gather per batch, stateless and parallel (the fast path for
+  `from_arrays` / `from_records`; not a layer, see its docstring).
 - `RandomGaussianNoise`: additive noise per sample with p and clipping
   (keras.layers.GaussianNoise is a regulariser: every sample, no clipping).
 - `RandomKernelBlur`: Gaussian blur with a kernel drawn from {3, 5, 7}
@@ -47,6 +50,7 @@ __all__ = [
     "five_crop_predict",
     "PerImageAugmentation",
     "BatchAugmentation",
+    "RandomDihedral",
 ]
 
 
@@ -666,3 +670,125 @@ class BatchAugmentation(PerImageAugmentation):
 
         n = tf.shape(images)[0]
         return _apply(self, images, _Draws(self, seed, n))
+
+
+def _dihedral_maps(height, width, flips, rotations):
+    """Flat source-pixel index maps (K, height * width): output pixel p of
+    transform k is input pixel maps[k, p]. Order: identity, up-down flip,
+    left-right flip, 180-degree turn, then (square, `flips` and `rotations`)
+    their transposes, i.e. transpose, 90-degree turn clockwise, 90-degree turn
+    counter-clockwise, anti-transpose."""
+    index = np.arange(height * width, dtype="int32").reshape(height, width)
+    axis_flips = [index, index[::-1], index[:, ::-1], index[::-1, ::-1]]
+    if flips and rotations:
+        maps = axis_flips + [m.T for m in axis_flips]
+    elif flips:
+        maps = axis_flips
+    else:
+        maps = [np.rot90(index, k) for k in range(4)]
+    return np.stack([m.reshape(-1) for m in maps])
+
+
+class RandomDihedral:
+    """Random flips and 90-degree turns, exact, as one gather per batch.
+
+    Each image gets one of the symmetries of a square, uniformly: with the
+    defaults all 8 (identity, left-right flip, up-down flip, 90/180/270-degree
+    turns, transpose, anti-transpose), which is the distribution of a
+    left-right flip, an up-down flip and a turn by 0/90/180/270 degrees drawn
+    independently (p = 0.5, 0.5, uniform). The output is an exact permutation
+    of the input's pixels (no interpolation, any dtype: uint8 stays uint8):
+
+    ```
+    maps[k] = flat source index of each output pixel under transform k  # (K, H*W)
+    pick = stateless_uniform([B], seed, 0, K)
+    out[b].flat[p] = images[b].flat[maps[pick[b], p]]   # one tf.gather
+    ```
+
+    It follows the batched protocol of `BatchAugmentation` (`batched = True`):
+    `tfcell.data.from_arrays` / `from_records` call it after `batch` as
+    `aug(images, seed)` with one stateless seed per batch drawn in order from
+    `tf.data.Dataset.random(seed)`, so the map runs in parallel and a seed gives
+    identical batches run after run. `from_arrays` applies it to the gathered
+    uint8 batch before the cast to float32 (a quarter of the bytes moved).
+
+    Compared with `keras.layers.RandomFlip` x2 + `RandomRot90` (the same
+    distribution): those make several float32 passes over the batch each and
+    need a sequential map; this is one pass (`benchmarks/input_pipeline.py`).
+
+    Args:
+        flips: draw among the axis flips.
+        rotations: draw among the 90-degree turns. Both (default): the 8
+            dihedral transforms; `flips` only: identity, left-right, up-down
+            and both (= the 180-degree turn), which keeps non-square shapes;
+            `rotations` only: turns by 0/90/180/270 degrees.
+
+    Call arguments:
+        images: (B, H, W, C) tensor of any dtype, H and W known statically
+            (as the pipelines' batches are); H == W unless `rotations=False`.
+        seed: int tensor of shape (2,), the stateless seed of this batch.
+
+    Returns:
+        The transformed batch, same shape and dtype.
+
+    Raises:
+        ValueError: both options False, an unknown image size, or a non-square
+            image with `rotations=True` (turns and transposes would change its
+            shape; use `RandomDihedral(rotations=False)`, flips only).
+
+    Example:
+
+    ```python
+    images = tfcell.data.decoded_images(frame, 128)
+    dataset = tfcell.data.from_arrays(
+        images, frame["label"].to_numpy(), augment=RandomDihedral(), seed=0
+    )
+    ```
+    """
+
+    per_image = False
+    batched = True
+
+    def __init__(self, flips=True, rotations=True):
+        if not (flips or rotations):
+            raise ValueError(
+                "RandomDihedral needs flips=True or rotations=True; received both False. "
+                "For no augmentation pass augment=None."
+            )
+        self.flips = bool(flips)
+        self.rotations = bool(rotations)
+        self._maps = {}
+
+    def maps(self, height, width):
+        """The (K, height * width) int32 index maps, K = 8 or 4 (see `_dihedral_maps`)."""
+        if self.rotations and height != width:
+            raise ValueError(
+                f"RandomDihedral(rotations=True) needs square images; received "
+                f"{height}x{width}. Resize to a square image_size, or use "
+                "RandomDihedral(rotations=False) (flips only keep the shape)."
+            )
+        key = (height, width)
+        if key not in self._maps:
+            self._maps[key] = _dihedral_maps(height, width, self.flips, self.rotations)
+        return self._maps[key]
+
+    def __call__(self, images, seed):
+        import tensorflow as tf
+
+        images = tf.convert_to_tensor(images)
+        height, width, channels = images.shape[1:]
+        if height is None or width is None or channels is None:
+            raise ValueError(
+                f"RandomDihedral needs a static image size; received shape {images.shape}. "
+                "Resize to an image_size first (from_arrays / from_records batches have one)."
+            )
+        maps = self.maps(height, width)
+        n = tf.shape(images)[0]
+        pick = tf.random.stateless_uniform([n], seed, 0, len(maps), tf.int32)
+        index = tf.gather(tf.constant(maps), pick)
+        flat = tf.reshape(images, (n, height * width, channels))
+        out = tf.gather(flat, index, batch_dims=1)
+        return tf.reshape(out, (n, height, width, channels))
+
+    def get_config(self):
+        return {"flips": self.flips, "rotations": self.rotations}

@@ -22,6 +22,9 @@ Augmentation, deterministic under `seed` in every mode:
   resize, flips and rotation into one resampling);
 - `augmentation.BatchAugmentation`: the same operations vectorised over a
   batch after `batch`, one stateless seed per batch, in a parallel map;
+- `augmentation.RandomDihedral`: flips + 90-degree turns as one pixel-index
+  gather per batch, the same batched protocol (in `from_arrays` on the uint8
+  batch, before the cast to float32);
 - Keras preprocessing layers: on whole batches in one sequential `map` after
   `batch`, so the layers' seed streams are consumed in order.
 """
@@ -31,6 +34,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from tfcell.data import augmentation
 from tfcell.data import records as records_lib
 
 __all__ = [
@@ -196,12 +200,42 @@ def _decode(path, python_reader, any_python=True):
 
 
 def _fit_size(image, image_size, pad_small, pad_value):
-    """Pads images smaller than the pad target (IDC edge patches), then resizes."""
+    """Pads images smaller than the pad target (IDC edge patches), then resizes;
+    float32. An image already of `image_size` is only cast (the bilinear
+    resize to the same size is the identity, so the values are the same)."""
     if image_size is None:
         return tf.cast(image, tf.float32)
     image = _pad_small(image, image_size, pad_small, pad_value)
-    image = tf.cast(image, tf.float32)
-    return tf.image.resize(image, image_size)
+    return _resize_unless_fitting(image, image_size, lambda x: tf.cast(x, tf.float32), lambda x: x)
+
+
+def _fit_size_uint8(image, image_size, pad_small, pad_value):
+    """`_fit_size` rounded to uint8; an image already of `image_size` keeps its
+    decoded uint8 pixels untouched (no float32 round trip, no extra pass)."""
+    if image_size is None:
+        return image
+    image = _pad_small(image, image_size, pad_small, pad_value)
+    return _resize_unless_fitting(
+        image,
+        image_size,
+        lambda x: tf.cast(x, tf.uint8),  # a no-op on decoded uint8 images
+        lambda x: tf.cast(tf.round(tf.clip_by_value(x, 0.0, 255.0)), tf.uint8),
+    )
+
+
+def _resize_unless_fitting(image, image_size, as_is, after_resize):
+    """`as_is(image)` when it already has `image_size`, else
+    `after_resize(bilinear resize of the float32 image)`."""
+    height, width = image_size
+    shape = tf.shape(image)
+    fits = tf.logical_and(tf.equal(shape[0], height), tf.equal(shape[1], width))
+    out = tf.cond(
+        fits,
+        lambda: as_is(image),
+        lambda: after_resize(tf.image.resize(tf.cast(image, tf.float32), image_size)),
+    )
+    out.set_shape([height, width, image.shape[-1]])
+    return out
 
 
 def _pad_small(image, image_size, pad_small, pad_value):
@@ -293,6 +327,7 @@ def from_records(
         augment: for training, preferably
             `tfcell.data.augmentation.PerImageAugmentation` (the fast path:
             stateless per-image ops inside the parallel decode map); or `BatchAugmentation` (vectorised, after `batch`);
+            or `RandomDihedral` (exact flips + 90-degree turns, one gather per batch);
             or any callable on float32 image batches in [0, 255] (a Keras
             preprocessing layer or `keras.layers.Pipeline`, run in one
             sequential map after `batch`); or None.
@@ -422,14 +457,18 @@ def _to_output(dataset, output):
 
 
 def preload_images(paths, image_size, pad_small=True, pad_value=255, num_parallel_calls=AUTOTUNE):
-    """Decodes and resizes every file once, in parallel; returns uint8 (N, H, W, 3)."""
+    """Decodes and resizes every file once, in parallel; returns uint8 (N, H, W, 3).
+
+    Files already of `image_size` (after `pad_small`) keep their decoded pixels
+    as they are; others are resized bilinearly in float32 and rounded.
+    """
     size = _as_size(image_size)
     py = np.array([_needs_python_reader(p) for p in paths], bool)
     any_python = bool(py.any())
 
     def load(path, python_reader):
-        image = _fit_size(_decode(path, python_reader, any_python), size, pad_small, pad_value)
-        return tf.cast(tf.round(tf.clip_by_value(image, 0, 255)), tf.uint8)
+        image = _decode(path, python_reader, any_python)
+        return _fit_size_uint8(image, size, pad_small, pad_value)
 
     dataset = tf.data.Dataset.from_tensor_slices((np.asarray(paths, str), py))
     dataset = dataset.map(load, num_parallel_calls=num_parallel_calls).batch(256)
@@ -438,6 +477,19 @@ def preload_images(paths, image_size, pad_small=True, pad_value=255, num_paralle
 
 
 preload = preload_images
+
+
+class _ThenFloat:
+    """A batched pixel permutation (`augmentation.RandomDihedral`) followed by
+    the cast to float32 that `from_arrays` otherwise does before augmenting."""
+
+    batched = True
+
+    def __init__(self, augment):
+        self.augment = augment
+
+    def __call__(self, images, seed):
+        return tf.cast(self.augment(images, seed), tf.float32)
 
 
 def from_arrays(
@@ -479,8 +531,6 @@ def from_arrays(
         domains, subjects = arrays.get("domain"), arrays.get("subject")
     if getattr(augment, "per_image", False):
         # In memory the batch is the unit: run the same operations vectorised.
-        from tfcell.data import augmentation
-
         augment = augmentation.BatchAugmentation(**vars(augment))
     images = np.asarray(images)
     labels = np.asarray(labels)
@@ -510,10 +560,17 @@ def from_arrays(
     image_table = tf.constant(images)
     tables = [tf.constant(labels), tf.constant(ids[0]), tf.constant(ids[1])]
     size = _as_size(image_size)
+    resize = size is not None and tuple(images.shape[1:3]) != size
+    if isinstance(augment, augmentation.RandomDihedral) and not resize:
+        # A pixel permutation: run it on the table's dtype (uint8: a quarter of
+        # the bytes of float32), then cast; the values are the same either way.
+        augment = _ThenFloat(augment)
 
     def gather(idx):
-        batch = tf.cast(tf.gather(image_table, idx), tf.float32)
-        if size is not None and tuple(images.shape[1:3]) != size:
+        batch = tf.gather(image_table, idx)
+        if not isinstance(augment, _ThenFloat):
+            batch = tf.cast(batch, tf.float32)
+        if resize:
             batch = tf.image.resize(batch, size)
         label, domain, subject = (tf.gather(t, idx) for t in tables)
         if output == "dict":
