@@ -27,3 +27,17 @@ def shared_data():
     if root is None:
         pytest.skip("../shared/data is absent (set TFCELL_SHARED_DATA to point at it)")
     return root
+
+
+# The numerical subset: float comparisons whose last digits depend on the
+# kernels' summation order (oneDNN on or off, one device or two replicas).
+# `.ci/run` runs it once more under the other TF_ENABLE_ONEDNN_OPTS setting.
+_NUMERICAL_DIRS = ("losses", "layers", "training")
+
+
+def pytest_collection_modifyitems(config, items):
+    tests_dir = os.path.dirname(os.path.abspath(__file__))
+    for item in items:
+        relative = os.path.relpath(str(item.path), tests_dir)
+        if relative.split(os.sep)[0] in _NUMERICAL_DIRS:
+            item.add_marker(pytest.mark.numerical)

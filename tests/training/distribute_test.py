@@ -127,7 +127,7 @@ class DistributeTest(testing.TestCase):
         single = _build("erm", weights)
         single.fit(tf.data.Dataset.from_tensor_slices(data).batch(8), epochs=1, verbose=0)
         for got, want in zip(mirrored, single.get_weights()):
-            self.assertAllClose(got, want, atol=1e-6, rtol=1e-5)
+            self.assertAllClose(got, want, op="reduction")
 
     @pytest.mark.filterwarnings("ignore")
     def test_batch_statistic_trainers_match_mean_of_replica_penalties(self):
@@ -142,13 +142,14 @@ class DistributeTest(testing.TestCase):
                 reference = _build(name, weights)
                 _reference_step(reference, data, halves)
                 for got, want in zip(mirrored, reference.get_weights()):
-                    self.assertAllClose(got, want, atol=1e-6, rtol=1e-5)
+                    self.assertAllClose(got, want, op="reduction")
 
                 # The penalty is not a no-op: the full-batch penalty gives
                 # another update (so the test tells the two designs apart).
                 full = _build(name, weights)
                 _reference_step(full, data, [np.arange(8)])
                 differs = any(
-                    not np.allclose(a, b, atol=1e-6) for a, b in zip(mirrored, full.get_weights())
+                    not np.allclose(a, b, *testing.tolerance("float32", "reduction"))
+                    for a, b in zip(mirrored, full.get_weights())
                 )
                 self.assertTrue(differs, f"{name}: the penalty had no effect")

@@ -1,11 +1,86 @@
 """A thin test case on absl's parameterized.TestCase, public Keras API only."""
 
+import math
 import os
 import tempfile
+import typing
 
 import keras
 import numpy as np
 from absl.testing import parameterized
+
+# Machine epsilon (the gap between 1 and the next float) of each float dtype.
+# bfloat16 is listed by hand: `np.finfo` does not know it.
+_EPSILON = {
+    "float16": 2.0**-10,
+    "bfloat16": 2.0**-7,
+    "float32": 2.0**-23,
+    "float64": 2.0**-52,
+}
+# A short chain of elementwise ops (a few multiplies, an exp or log) loses a few
+# ulps per op (vectorised exp/log are accurate to ~2 ulps): 16 ulps covers it.
+_ELEMENTWISE_ULPS = 16
+# A reduction of n terms summed in another order (oneDNN vs Eigen kernels,
+# pairwise vs sequential sums, two replicas vs one device) differs by about
+# sqrt(n) ulps of the terms' magnitude (random-walk rounding), so the
+# elementwise budget is scaled by sqrt(n), with n at least 16 (the default,
+# for the short sums, matmuls and means of small test batches).
+_MIN_REDUCTION_SIZE = 16
+
+
+class Tolerance(typing.NamedTuple):
+    """`(rtol, atol)` for `np.testing.assert_allclose` / `TestCase.assertAllClose`."""
+
+    rtol: float
+    atol: float
+
+
+def tolerance(dtype="float32", op="elementwise", size=None):
+    """The tolerance for comparing a result computed in `dtype` with an exact
+    (float64 or hand-computed) reference, derived from the dtype's machine
+    epsilon instead of a number that happened to pass on one machine.
+
+    Float32 results depend on the order of summation, and that order changes
+    with the machine: TensorFlow enables oneDNN kernels by default on many x86
+    CPUs (`TF_ENABLE_ONEDNN_OPTS`), which sum in another order than the Eigen
+    kernels, and MirroredStrategy sums replica gradients in yet another. A
+    hard `atol=1e-6` (8 float32 ulps) passes on one setting and fails on the
+    other; this helper states the budget once:
+
+        eps = machine epsilon of dtype        # float32: 1.19e-7
+        elementwise: rtol = atol = 16 * eps                      # 1.9e-6
+        reduction:   rtol = atol = 16 * eps * sqrt(max(size, 16)) # 7.6e-6 at size<=16
+
+    `atol` assumes values of order one (as losses, cosines, affinities and
+    initial weights are); for larger values `rtol` dominates.
+
+    Args:
+        dtype: the dtype the result was computed in (`"float16"`,
+            `"bfloat16"`, `"float32"`, `"float64"`, or a numpy dtype).
+        op: `"elementwise"` for a per-element formula, `"reduction"` when each
+            compared value sums (or averages, or matmuls) several terms, or
+            went through a gradient and an optimizer step.
+        size: for `"reduction"`, the number of terms summed into each compared
+            value (default: a small reduction, 16 terms).
+
+    Returns:
+        `Tolerance(rtol, atol)`, a named tuple.
+    """
+    name = keras.backend.standardize_dtype(dtype)
+    if name not in _EPSILON:
+        raise ValueError(
+            f"tolerance() needs a float dtype; received dtype={dtype!r}. "
+            f"Expected one of {sorted(_EPSILON)}."
+        )
+    ulps = _ELEMENTWISE_ULPS
+    if op == "reduction":
+        ulps *= math.sqrt(max(size or 0, _MIN_REDUCTION_SIZE))
+    elif op != "elementwise":
+        raise ValueError(f'tolerance() received op={op!r}; expected "elementwise" or "reduction".')
+    if size is not None and op != "reduction":
+        raise ValueError('tolerance(size=...) only applies to op="reduction".')
+    value = ulps * _EPSILON[name]
+    return Tolerance(rtol=value, atol=value)
 
 
 class TestCase(parameterized.TestCase):
@@ -16,9 +91,23 @@ class TestCase(parameterized.TestCase):
         keras.utils.clear_session()
         keras.utils.set_random_seed(1337)
 
-    def assertAllClose(self, x, y, atol=1e-6, rtol=1e-6, msg=None):
+    def assertAllClose(
+        self, x, y, atol=None, rtol=None, msg=None, dtype=None, op="elementwise", size=None
+    ):
+        """`np.testing.assert_allclose` in float64, with `tolerance()` defaults.
+
+        Unset `atol` / `rtol` come from `tolerance(dtype, op, size)`. `dtype`
+        defaults to the least precise float dtype among `x` and `y`, and is never
+        more precise than `keras.config.floatx()`: the reference is usually a
+        float64 NumPy array and the result a float32 tensor or a Python float
+        taken from one. Pass `dtype="float64"` to compare at float64 precision.
+        """
         x = keras.ops.convert_to_numpy(x) if not isinstance(x, np.ndarray) else x
         y = keras.ops.convert_to_numpy(y) if not isinstance(y, np.ndarray) else y
+        if atol is None or rtol is None:
+            default = tolerance(dtype or _least_precise(x, y), op, size)
+            atol = default.atol if atol is None else atol
+            rtol = default.rtol if rtol is None else rtol
         np.testing.assert_allclose(
             np.asarray(x, "float64"),
             np.asarray(y, "float64"),
@@ -99,6 +188,16 @@ class TestCase(parameterized.TestCase):
         out = layer_cls(**init_kwargs)(symbolic)
         self.assertEqual(tuple(out.shape[1:]), tuple(expected_output_shape[1:]))
         return layer
+
+
+def _least_precise(*values):
+    """The least precise float dtype among `values`, capped at Keras's floatx."""
+    names = [keras.config.floatx()]
+    for value in values:
+        dtype = np.asarray(value).dtype
+        if dtype.kind == "f" or dtype.name == "bfloat16":
+            names.append(keras.backend.standardize_dtype(dtype))
+    return max(names, key=_EPSILON.__getitem__)
 
 
 def _plain(config):
