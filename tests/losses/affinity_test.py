@@ -215,3 +215,46 @@ class CFALDistributionTest(testing.TestCase):
             y,
             learning_rate=0.5,
         )
+
+
+def ref_cfal_eq7_total(labels, d, margin, gamma, weights, r):
+    """Eq. 7 with Eq. 4, averaged over the batch: mean_i w f_i (L_mm_i + R)."""
+    l_mm = ref_affinity(labels, d, margin)
+    total = 0.0
+    for i, y in enumerate(labels):
+        total += weights[y] * (1.0 - d[i, y]) ** gamma * (l_mm[i] + r)
+    return total / len(labels)
+
+
+class CFALRegularizerFactorTest(testing.TestCase):
+    def test_factor_against_loop_reference(self):
+        expected = np.mean([W[y] * (1.0 - float(D[i, y])) ** 2.0 for i, y in enumerate(Y)])
+        got = losses.cfal_regularizer_factor(Y, D, gamma=2.0, class_weights=W)
+        self.assertAllClose(got, expected, rtol=1e-6, atol=1e-7)
+        loss = losses.CFALoss(margin=0.1, gamma=2.0, class_weights=W)
+        self.assertAllClose(loss.regularizer_factor(np.eye(3)[Y], D), expected, rtol=1e-6)
+        self.assertAllClose(
+            losses.cfal_regularizer_factor(Y, D), np.mean([1 - D[i, y] for i, y in enumerate(Y)])
+        )
+        d = tf.Variable(D)
+        with tf.GradientTape() as tape:
+            value = losses.cfal_regularizer_factor(Y, d, 2.0, W)
+        self.assertIsNone(tape.gradient(value, d))  # A weight, not an objective.
+
+    def test_layer_weight_set_to_the_factor_gives_eq7(self):
+        # With diversity_weight = the batch's factor, the model's total loss is
+        # the paper's Eq. 7 (with Eq. 4) averaged over the batch.
+        rng = np.random.RandomState(0)
+        x = rng.normal(size=(6, 3)).astype("float32")
+        y = np.array([0, 1, 2, 0, 1, 1])
+        model = _head_model()
+        loss = losses.CFALoss(margin=0.1, gamma=2.0, class_weights=W)
+        d = model.predict(x, verbose=0)
+        factor = float(loss.regularizer_factor(y, d))
+        self.assertGreater(factor, 0.0)
+        head = model.layers[-1]
+        head.diversity_weight = factor
+        model.compile(loss=loss)
+        r = ref_diversity(head.centers.numpy())
+        expected = ref_cfal_eq7_total(y, d.astype("float64"), 0.1, 2.0, W, r)
+        self.assertAllClose(model.evaluate(x, y, verbose=0), expected, rtol=1e-5, atol=1e-6)
