@@ -136,3 +136,21 @@ def test_crc_reads_the_publisher_layout(tmp_path):
     streamed = tasks.SettingData(standard, 16, in_memory=False)
     x, y = next(iter(streamed.dataset("test", 8)))
     assert tuple(x.shape) == (8, 16, 16, 3) and x.dtype.name == "float32"
+
+
+def test_sphereface_with_the_feature_norm_radius_trains_and_predicts_classes():
+    """scale=None (Liu et al.'s radius): the head applies the margin and outputs
+    (N, C) scores whose argmax is the class, so "accuracy" is right."""
+    config = _config("cfal_idc", "smoke")
+    (setting,) = settings.idc_settings(config, repeat=0)
+    data = tasks.SettingData(setting, config.data.image_size)
+    hp = {**dict(config.loss.cb_sphereface), "scale": None}
+    built = methods.METHODS["cb_sphereface"].build(data.info(), hp, config)
+    built.model.compile(optimizer="adam", loss=built.loss, metrics=["accuracy"])
+    x = data.images[setting.parts["train"]][:64].astype("float32")
+    y = setting.labels("train")[:64]
+    built.model.fit(x, y, epochs=1, verbose=0)
+    scores = built.model.predict(x, verbose=0)
+    assert scores.shape == (64, 2)
+    _, accuracy = built.model.evaluate(x, y, verbose=0)
+    assert accuracy == pytest.approx(np.mean(scores.argmax(1) == y), abs=1e-6)

@@ -25,6 +25,12 @@ def _affinity_head(hp):
     return {"sigma": float(hp["sigma"]), "num_centers": int(hp.get("num_centers", 1))}
 
 
+def _sphereface_loss(hp, w):
+    if hp.get("scale") is None:  # The head applied the margin (A-Softmax scores).
+        return losses.SphereFaceLoss(margin=None, scale=None, class_weights=w)
+    return losses.SphereFaceLoss(margin=hp["margin"], scale=hp["scale"], class_weights=w)
+
+
 METHODS = {
     "ce": methods.LossMethod(
         "Cross-entropy",
@@ -34,12 +40,11 @@ METHODS = {
     "cb_sphereface": methods.LossMethod(
         "Class-balanced SphereFace",
         "cosine",
-        lambda hp, w: losses.SphereFaceLoss(
-            margin=hp["margin"], scale=hp["scale"], class_weights=w
-        ),
+        _sphereface_loss,
         # Table IX gives a scale, so the head outputs plain cosines; scale=None
-        # (Liu et al.'s feature-norm radius) needs the feature norm.
-        lambda hp: {"return_norms": hp.get("scale") is None},
+        # (Liu et al.'s feature-norm radius) applies the margin in the head,
+        # which outputs the A-Softmax scores (`tfcell.layers.CosineHead`).
+        lambda hp: {} if hp.get("scale") is not None else {"sphereface_margin": hp["margin"]},
         class_balanced=True,
         required=("margin", "scale"),
     ),
