@@ -93,3 +93,16 @@ class CentersTest(test_case.TestCase):
             centers_lib.Centers(2, update_rule="ema")
         with self.assertRaisesRegex(ValueError, "alpha"):
             centers_lib.Centers(2, alpha=0.0)
+
+
+def test_ids_outside_the_table_raise_instead_of_gathering_zeros():
+    import numpy as np
+    import pytest
+
+    from tfcell import layers
+
+    centers = layers.Centers(3)
+    features = np.zeros((2, 4), "float32")
+    centers(features, np.array([0, 2]))  # Builds; in range.
+    with pytest.raises(ValueError, match=r"\[0, 3\)"):
+        centers(features, np.array([0, 3]))

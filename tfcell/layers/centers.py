@@ -3,6 +3,8 @@
 import keras
 from keras import ops
 
+from tfcell.losses import _checks
+
 __all__ = ["Centers"]
 
 _UPDATE_RULES = ("gradient", "wen")
@@ -105,7 +107,10 @@ class Centers(keras.layers.Layer):
         self.built = True
 
     def call(self, features, ids, training=None):
-        ids = ops.reshape(ops.cast(ids, "int32"), (-1,))
+        # Ids outside [0, num_centers): an error naming the range (eager and
+        # graph), never a silent zero row (a GPU gather returns 0 out of range).
+        ok = _checks.check_batch(ids, features, self.num_centers, self.name)
+        ids = _checks.safe_ids(ops.reshape(ops.cast(ids, "int32"), (-1,)), ok)
         gathered = ops.take(self.centers, ids, axis=0)
         if training and self.update_rule == "wen":
             self._wen_update(features, ids)
