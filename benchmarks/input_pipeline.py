@@ -8,17 +8,16 @@ files, at the same image size and batch size, with the same augmentation
 (left-right flip, up-down flip, rotation by 0/90/180/270 degrees, each image
 its own draw):
 
-  (a) tfcell: `decoded_images` + `from_arrays` with
-      `augment = keras.layers.Pipeline([RandomFlip("horizontal"),
+  (a) tfcell, the reproductions' recipe: `decoded_images` + `from_arrays`
+      with `augment = tfcell.data.augmentation.RandomDihedral()` (the 8 flips
+      and 90-degree turns, uniform = the same distribution as independent
+      left-right / up-down flips and a uniform turn; one pixel-index gather
+      per batch on the uint8 batch, in a parallel map). Also shown, not in the
+      goal ratios: (a2) the first epoch of a resumed run, with the decoded
+      images on disk (`cache_dir`); (a3) the previous recipe, the same stack
+      with `keras.layers.Pipeline([RandomFlip("horizontal"),
       RandomFlip("vertical"), tfcell.data.augmentation.RandomRot90(rate=0.75)])`
-      (exact 90-degree turns need tfcell's RandomRot90; `PerImageAugmentation`
-      rotates by arbitrary angles). Also shown, not in the ratios:
-      (a2) the first epoch of a resumed run, with the decoded images on disk
-      (`cache_dir`), (a3) `PerImageAugmentation(rotation=0, brightness=0,
-      contrast=0)`, flips only, which `from_arrays` turns into the vectorised
-      `BatchAugmentation`; and (a4) a prototype that is not in tfcell yet: the
-      same flips and turns as one `tf.gather` of pixel indices per batch,
-      passed to `from_arrays` as a callable (what a fix would give);
+      in the sequential map;
   (b) `keras.utils.image_dataset_from_directory` on a class-folder tree of
       symlinks to the same files, with the same Keras layers in a parallel map;
   (c) a Python generator: PIL open + resize + NumPy flips and `np.rot90`,
@@ -59,17 +58,16 @@ from tfcell.evaluation import report
 
 GOAL_CACHED, GOAL_FIRST = 2.0, 1.0
 NAMES = {
-    "a": "(a) tfcell: decoded_images + from_arrays",
+    "a": "(a) tfcell: decoded_images + from_arrays + RandomDihedral",
     "a2": "(a2) tfcell, resumed run (decoded images on disk)",
-    "a3": "(a3) tfcell, PerImageAugmentation flips -> BatchAugmentation",
-    "a4": "(a4) prototype, not in tfcell: flips + turns as one tf.gather",
+    "a3": "(a3) tfcell with the previous Keras layers (RandomFlip x2 + RandomRot90)",
     "b": "(b) keras image_dataset_from_directory + same layers",
     "c": "(c) Python generator (PIL + NumPy)",
 }
 
 
 def dihedral_layers(seed=0):
-    """Flips and 90-degree turns: the set every pipeline applies."""
+    """Flips and 90-degree turns as Keras layers, for (a3) and (b)."""
     return keras.layers.Pipeline(
         [
             keras.layers.RandomFlip("horizontal", seed=seed),
@@ -77,23 +75,6 @@ def dihedral_layers(seed=0):
             augmentation.RandomRot90(rate=0.75, seed=seed + 2),  # 0/90/180/270 uniform
         ]
     )
-
-
-def dihedral_gather(size):
-    """Prototype (not in tfcell): the same flips and 90-degree turns as ONE
-    `tf.gather` of pixel indices per batch (one of the 8 dihedral index maps per
-    image), instead of several full-batch float ops and broadcasting selects."""
-    index = np.arange(size * size).reshape(size, size)
-    maps = [index, index[::-1], index[:, ::-1], index[::-1, ::-1]]
-    maps = tf.constant(np.stack([m.reshape(-1) for m in maps + [m.T for m in maps]]), tf.int32)
-
-    def augment(images):
-        n = tf.shape(images)[0]
-        pick = tf.gather(maps, tf.random.uniform([n], 0, 8, tf.int32))
-        flat = tf.reshape(images, (n, size * size, 3))
-        return tf.reshape(tf.gather(flat, pick, batch_dims=1), (n, size, size, 3))
-
-    return augment
 
 
 def idc_subset(root):
@@ -168,16 +149,14 @@ class Candidates:
     """Each candidate: `fresh()` builds its pipeline from nothing (first epoch)."""
 
     def __init__(self, frame, size, pad_small, batch_size, folder, cache_dir):
-        layers = {key: dihedral_layers() for key in ("a", "a2", "b")}
-        flips = augmentation.PerImageAugmentation(rotation=0.0, brightness=0.0, contrast=0.0)
-        gather = dihedral_gather(size)
+        layers = {key: dihedral_layers() for key in ("a3", "b")}
+        dihedral = augmentation.RandomDihedral()
         self.build = {
-            "a": lambda s: tfcell_dataset(frame, size, pad_small, batch_size, layers["a"], s),
+            "a": lambda s: tfcell_dataset(frame, size, pad_small, batch_size, dihedral, s),
             "a2": lambda s: tfcell_dataset(
-                frame, size, pad_small, batch_size, layers["a2"], s, cache_dir
+                frame, size, pad_small, batch_size, dihedral, s, cache_dir
             ),
-            "a3": lambda s: tfcell_dataset(frame, size, pad_small, batch_size, flips, s),
-            "a4": lambda s: tfcell_dataset(frame, size, pad_small, batch_size, gather, s),
+            "a3": lambda s: tfcell_dataset(frame, size, pad_small, batch_size, layers["a3"], s),
             "b": lambda s: keras_dataset(folder, size, batch_size, layers["b"], s),
             "c": lambda s: pil_dataset(frame, size, batch_size, s),
         }
@@ -253,9 +232,9 @@ def section(title, frame, size, batch_size, first, later):
         f"- cached epochs / image_dataset_from_directory: {later['a'] / later['b']:.2f}x",
         f"- first epoch / image_dataset_from_directory: {first['a'] / first['b']:.2f}x",
         f"- resumed run's first epoch / PIL generator: {first['a2'] / first['c']:.2f}x",
-        f"- cached epochs / PIL generator with (a3) BatchAugmentation flips: "
-        f"{later['a3'] / later['c']:.2f}x, with (a4) the gather prototype: "
-        f"{later['a4'] / later['c']:.2f}x",
+        f"- previous recipe (a3), Keras layers: cached / PIL generator "
+        f"{later['a3'] / later['c']:.2f}x, first epoch / PIL generator "
+        f"{first['a3'] / first['c']:.2f}x; (a) / (a3) cached {later['a'] / later['a3']:.1f}x",
         "",
     ]
     return lines
