@@ -154,3 +154,12 @@ def test_sphereface_with_the_feature_norm_radius_trains_and_predicts_classes():
     assert scores.shape == (64, 2)
     _, accuracy = built.model.evaluate(x, y, verbose=0)
     assert accuracy == pytest.approx(np.mean(scores.argmax(1) == y), abs=1e-6)
+
+
+def test_augment_flag_gives_the_dihedral_recipe():
+    from tfcell.data import augmentation
+
+    config = _config("cfal_idc", "smoke")
+    assert cfal.IDC.augmentation(config, 0) is None  # The paper mentions none.
+    config.training.augment = True
+    assert isinstance(cfal.IDC.augmentation(config, 0), augmentation.RandomDihedral)

@@ -47,14 +47,13 @@ class CFALProtocol(protocol.Protocol):
 
     def augmentation(self, config, seed):
         """None: the paper mentions no augmentation. `training.augment=True`
-        adds flips only (histology has no canonical orientation)."""
+        adds the 8 flips and quarter turns of a square patch (histology has no
+        canonical orientation; `tfcell.data.augmentation.RandomDihedral`)."""
         if not config.training.get("augment"):
             return None
         from tfcell.data import augmentation
 
-        return augmentation.PerImageAugmentation(
-            flips=True, rotation=0.0, brightness=0.0, contrast=0.0
-        )
+        return augmentation.RandomDihedral()
 
     def combine(self, setting, outputs, config):
         """The paper's ensembles (Sec. III-C) over the members' calibrated test
