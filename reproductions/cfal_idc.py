@@ -17,9 +17,9 @@ with a loud banner.
 
 <!-- cfal_idc:result:start -->
 Result: paper (Table IV): cfal macro-F1 0.83, accuracy 86.0 %; measured (`cpu`
-config, real data, `patient` split): cfal macro-F1 0.748 +- 0.016, accuracy 82.2
-+- 0.7 % over 3 runs; ce macro-F1 0.752 +- 0.031, accuracy 83.0 +- 1.0 % over 3
-runs; on CPU (2 cores visible), Linux, TF 2.21.0, Keras 3.15.1, 32 min (written
+config, real data, `patient` split): cfal macro-F1 0.766 +- 0.008, accuracy 82.1
++- 0.5 % over 3 runs; ce macro-F1 0.757 +- 0.001, accuracy 82.0 +- 1.6 % over 3
+runs; on CPU (2 cores visible), Linux, TF 2.21.0, Keras 3.15.1, 16 min (written
 by collect_results.py from `cfal_idc_cpu`).
 <!-- cfal_idc:result:end -->
 
