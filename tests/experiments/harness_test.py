@@ -263,3 +263,50 @@ def test_a_sweep_without_keras_tuner_says_how_to_install_it(monkeypatch, tmp_pat
     monkeypatch.setattr(protocol, "load_protocol", no_data)
     with pytest.raises(SystemExit, match=r'pip install "tfcell\[tuner\]"'):
         script.run_script(config, str(tmp_path))
+
+
+def test_a_trainer_with_callbacks_on_a_domain_matrix_evaluates_every_domain():
+    """BoDA (a trainer whose callback refreshes its centroids) trained on one
+    hospital of a train-on-one / test-on-every-domain setting."""
+    from tfcell.training import strategy as strategy_lib
+
+    config = _config()
+    records = synthetic.white_cells(
+        150, image_size=16, num_classes=3, domains=3, subjects_per_domain=4, seed=0
+    )
+    setting = settings.domain_matrix(records, 0.2, 0.3, 0)[0]
+    own = {p: set(setting.table(p)["subject"]) for p in ("train", "val", "test:hospital_0")}
+    assert not own["train"] & own["test:hospital_0"] and not own["train"] & own["val"]
+    refreshed = []
+
+    def make_callbacks(model, data, hp):
+        callback = training.BoDACentroidRefresh(data.train_dataset(), every=1)
+        original = model.refresh_centroids
+
+        def counting(dataset):
+            refreshed.append(1)
+            return original(dataset)
+
+        model.refresh_centroids = counting
+        return [callback]
+
+    boda = methods.TrainerMethod(
+        "BoDA",
+        lambda f, c, info, hp: training.BoDATrainer(
+            f, c, counts=np.asarray(info.domain_class_counts), start_step=0
+        ),
+        make_callbacks,
+    )
+    data = TOY.task.prepare(setting, config)
+    job = tasks.Job(
+        key=f"{setting.name}/r0/boda", name="boda", method=boda, hp={}, data=data,
+        config=config, seed=0, strategy=strategy_lib.get_strategy(), verbose=0,
+    )  # fmt: skip
+    result = tasks.ClassificationTask().run_job(job)
+    assert refreshed, "the method's callback never ran"
+    assert sorted(r["test_set"] for r in result.records) == [
+        "test:hospital_0", "test:hospital_1", "test:hospital_2",
+    ]  # fmt: skip
+    for r in result.records:
+        assert np.isfinite(r["f1"]) and r["num_test"] == setting.size(r["test_set"])
+    assert set(result.outputs) >= {"test:hospital_1_probabilities", "val_scores"}

@@ -235,18 +235,30 @@ def leave_one_domain_out(records, val_fraction, seed, by_subject=False, **kwargs
     return out
 
 
-def domain_matrix(records, val_fraction, test_fraction, seed, **kwargs):
+def _has_subjects(table):
+    return (
+        "subject" in table.columns
+        and (table["subject"].astype(str) != "").all()
+        and table["subject"].nunique() > 1
+    )
+
+
+def domain_matrix(records, val_fraction, test_fraction, seed, by_subject=None, **kwargs):
     """Train on one domain, test on every domain: one setting per source domain,
     named `from_<domain>`, with parts `test:<d>` for every domain d (the source
-    domain's own part is a held-out cut of it)."""
+    domain's own part is a held-out cut of it, and validation a cut of the
+    rest: by subject when `by_subject`, or by default when the domain has
+    subject ids, else stratified by row)."""
     records = _reindexed(records)
     names = _names(records, kwargs)
     domains = sorted(set(records["domain"].astype(str)))
     out = []
     for source in domains:
         own = records[records["domain"].astype(str) == source]
-        rest, held = splits.patch_split(own, test_size=test_fraction, seed=seed)
-        train, val = _val_cut(records, rest, val_fraction, seed, False)
+        group = _has_subjects(own) if by_subject is None else by_subject
+        split = splits.patient_split if group else splits.patch_split
+        rest, held = split(own, test_size=test_fraction, seed=seed)
+        train, val = _val_cut(records, rest, val_fraction, seed, group)
         parts = {"train": train, "val": val, f"test:{source}": _positions(records, held)}
         for target in domains:
             if target != source:
