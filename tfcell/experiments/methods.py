@@ -3,11 +3,11 @@
 Two kinds, both built from a backbone the config names:
 
     LossMethod      backbone -> embedding -> head, compiled with a loss, on
-                    `(image, label)` batches (CFAL, ArcFace, focal, ...).
+                    `(image, label)` batches (a loss with its head).
     TrainerMethod   a `tfcell.training` trainer (featurizer + classifier with
                     its own `train_step`) on dict batches
                     `{"image", "label", "domain", "subject"}` (ERM, DANN,
-                    CORAL, MMD, BoDA, heterogeneity), with its callbacks
+                    domain-alignment trainers, ...), with its callbacks
                     (centroid refresh, annealing, two-stage schedules).
 
 `method.build(info, hp, config)` returns a `Built`: the model (compiled by the
@@ -131,7 +131,7 @@ class TrainerMethod(Method):
         title: the paper's name for it.
         make_trainer: `(featurizer, classifier, info, hp) -> keras.Model`
             (a `tfcell.training.Trainer`).
-        make_callbacks: optional `(model, data, hp) -> [Callback]`, e.g. BoDA's
+        make_callbacks: optional `(model, data, hp) -> [Callback]`, e.g. a
             centroid refresh on `data.train_dataset(shuffle=False)`.
         required: hyperparameter names that must be in `hp`.
     """

@@ -10,11 +10,10 @@ improvement, and restores the best weights at the end of training, whether
 training stopped early or ran out of epochs.
 
 Why not `EarlyStopping(monitor="val_loss")`: a loss's value does not track
-accuracy across losses. CFAL's focal weight `(1 - d_y)^gamma` rises while the
-model improves, so the lowest validation CFAL value came at epochs 2-3 on IDC
-(test macro-F1 0.744 over 3 seeds) where the best-validation-accuracy epoch
-gave 0.781. The CFAL paper says "early stopping, patience 5, when the
-validation loss plateaus"; the authors' code keeps the best `val_accuracy`.
+accuracy across losses (a focal-type weight, for one, rises as the model
+improves, so the lowest validation loss can come early), and comparing losses
+needs one criterion that tracks what the tables report. docs/papers.md gives
+the case that showed it.
 """
 
 import logging

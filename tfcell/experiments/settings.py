@@ -124,7 +124,7 @@ def _positions(records, part):
 
 
 def from_parts(name, parts, class_names=None, **kwargs):
-    """A `Setting` from separate record tables (e.g. Kather's 100K and 7K):
+    """A `Setting` from separate record tables (e.g. a training set and a separately published test set):
     `parts={"train": t, "val": v, "test": te}`; they are concatenated."""
     tables, positions, start = [], {}, 0
     for part, table in parts.items():
@@ -167,7 +167,7 @@ def holdout(name, records, test_fraction, val_fraction, seed, by="patch", **kwar
     subjects on one side; `splits.patient_split`). The validation part is cut
     from the training part the same way.
 
-    Note: by "patch" is the CFAL IDC protocol and leaks patients (counted and
+    Note: by "patch" leaks patients (counted and
     logged by `tfcell.data.splits.patch_split`).
     """
     records = _reindexed(records)

@@ -12,7 +12,7 @@ are on one calibrated scale, and evaluate every test part.
 
 A task is any object with `prepare(setting, config, cache_dir) -> data` (once
 per setting, shared by its jobs) and `run_job(job) -> JobResult`; segmentation
-(exclusive cross-entropy) and representation + random forest (AE-CFE) bring
+and representation + random-forest tasks bring
 their own task from their paper package without editing the harness.
 """
 
