@@ -13,8 +13,8 @@ Variants:
            batch 32, early stopping patience 5); both the paper's 70/30 split by
            patch and a 70/30 split by patient.
     cpu    the 7,187 patches of ../shared/data/idc (199 patients), both splits,
-           every loss, the ablation and the ensembles, 3 repeats, sized for about
-           30 minutes on 2 CPU cores.
+           every loss, the ablation and the ensembles, 3 repeats, sized for 15-30
+           minutes on 2 CPU cores (16 min measured on the harness).
     smoke  seconds, for tests (synthetic IDC-like data).
     sweep  Keras Tuner random search over Table III (on the cpu data).
 
@@ -196,8 +196,8 @@ def get_config(arg=None):
     config.paper = ml_collections.ConfigDict(PAPER)
 
     if variant in ("cpu", "sweep"):
-        # About 30 min on 2 cores: 2 splits x 3 repeats x 8 losses = 48 networks,
-        # so about 35 s each: a half-width AlexNet and at most 8 epochs.
+        # 15-30 min on 2 cores: 2 splits x 3 repeats x 8 losses = 48 networks,
+        # so 20-35 s each: a half-width AlexNet and at most 8 epochs.
         config.model.widths = (16, 16, 32)
         config.training.epochs = 8
         config.training.batch_size = 64
