@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tfcell.data import pipeline, records
+from tfcell.data import decode, pipeline, records
 
 
 def _table(paths, labels):
@@ -91,8 +91,8 @@ def _preload_by_resize(paths, size, pad_small):
 
     out = []
     for path in paths:
-        image = pipeline._decode(str(path), False, any_python=False)
-        image = pipeline._pad_small(image, size, pad_small, 255)
+        image = decode.decode(str(path), False, any_python=False)
+        image = decode.pad_to_target(image, size, pad_small, 255)
         image = tf.image.resize(tf.cast(image, tf.float32), size)
         out.append(tf.cast(tf.round(tf.clip_by_value(image, 0, 255)), tf.uint8).numpy())
     return np.stack(out)
@@ -114,9 +114,7 @@ def test_preload_keeps_fitting_images_as_decoded(tmp_path):
         pipeline.preload_images(files, 16, pad_small=False),
         _preload_by_resize(files, (16, 16), False),
     )
-    streamed = pipeline._fit_size(
-        pipeline._decode(str(files[1]), False, False), (16, 16), True, 255
-    )
+    streamed = decode.fit_size(decode.decode(str(files[1]), False, False), (16, 16), True, 255)
     np.testing.assert_array_equal(streamed.numpy(), loaded[1].astype("float32"))
 
 

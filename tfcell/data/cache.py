@@ -19,7 +19,7 @@ The key is a SHA-256 of a format version, the image size, `pad_small`,
 modification time in nanoseconds: a rewritten or touched file, another order,
 another size or padding never hits a stale entry. In-memory tables (an `image`
 column and empty paths, as `tfcell.data.synthetic` returns) are keyed on a hash
-of the pixels and resized with the pipeline's `_fit_size`.
+of the pixels and resized with `tfcell.data.decode.fit_size`.
 
 `clear_memory_cache()` empties the in-memory level; delete the `.npy` files of
 `cache_dir` to empty the disk level.
@@ -35,7 +35,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from tfcell.data import pipeline
+from tfcell.data import decode, pipeline
 
 __all__ = ["decoded_images", "clear_memory_cache"]
 
@@ -130,7 +130,7 @@ def _resize_in_memory(images, size, pad_small, pad_value):
                 "Convert them to RGB first."
             )
         dataset = tf.data.Dataset.from_tensor_slices(stack).map(
-            lambda image: _to_uint8(pipeline._fit_size(image, size, pad_small, pad_value)),
+            lambda image: _to_uint8(decode.fit_size(image, size, pad_small, pad_value)),
             num_parallel_calls=tf.data.AUTOTUNE,
         )
         out[rows] = np.concatenate(list(dataset.batch(256).as_numpy_iterator()))

@@ -29,13 +29,12 @@ Augmentation, deterministic under `seed` in every mode:
   `batch`, so the layers' seed streams are consumed in order.
 """
 
-import os
-
 import numpy as np
 import tensorflow as tf
 
-from tfcell.data import augmentation
+from tfcell.data import augmentation, decode
 from tfcell.data import records as records_lib
+from tfcell.data.decode import ImageError, check_images, validate_files
 
 __all__ = [
     "ImageError",
@@ -48,19 +47,6 @@ __all__ = [
 ]
 
 AUTOTUNE = tf.data.AUTOTUNE
-_TF_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
-_SIGNATURES = {
-    b"\xff\xd8": "jpeg",
-    b"\x89PNG": "png",
-    b"BM": "bmp",
-    b"GIF8": "gif",
-    b"II*\x00": "tiff",
-    b"MM\x00*": "tiff",
-}
-
-
-class ImageError(ValueError):
-    """An image file that cannot be read; the message names the file(s)."""
 
 
 def id_maps(records):
@@ -73,191 +59,6 @@ def id_maps(records):
 
 
 _table_id_maps = id_maps  # `from_records(id_maps=...)` shadows the name.
-
-
-def _signature(head):
-    for magic, kind in _SIGNATURES.items():
-        if head.startswith(magic):
-            return kind
-    return None
-
-
-def _check_header(path):
-    """Returns None when the file looks like a complete image, else the reason."""
-    try:
-        size = os.path.getsize(path)
-    except OSError:
-        return "missing"
-    if size == 0:
-        return "empty file"
-    with open(path, "rb") as handle:
-        head = handle.read(16)
-        handle.seek(max(size - 64, 0))
-        tail = handle.read(64)
-    kind = _signature(head)
-    if kind is None:
-        return "not an image (unknown file signature)"
-    suspect = (kind == "jpeg" and b"\xff\xd9" not in tail) or (
-        kind == "png" and b"IEND" not in tail
-    )
-    if suspect:
-        # No end marker: probably truncated; some writers append bytes, so decode to be sure.
-        try:
-            tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
-        except (tf.errors.InvalidArgumentError, tf.errors.OpError):
-            return f"truncated or corrupt {kind.upper()} (no end marker, decoding fails)"
-    return None
-
-
-def _needs_python_reader(path):
-    return not str(path).lower().endswith(_TF_EXTENSIONS)
-
-
-def validate_files(paths, mode="header", num_parallel_calls=AUTOTUNE):
-    """Raises `ImageError` naming every file that cannot be decoded.
-
-    Args:
-        paths: image file paths.
-        mode: "header" (cheap: existence, signature, end marker) or "decode"
-            (every file decoded once with the pipeline's decoder, in parallel).
-    """
-    paths = [str(p) for p in paths]
-    bad = {}
-    for path in paths:
-        reason = _check_header(path)
-        if reason is not None:
-            bad[path] = reason
-    if mode == "decode" and not bad:
-        python_reader = np.array([_needs_python_reader(p) for p in paths], bool)
-        any_python = bool(python_reader.any())
-        dataset = tf.data.Dataset.from_tensor_slices((np.arange(len(paths)), paths, python_reader))
-        dataset = dataset.map(
-            lambda i, p, r: (i, tf.shape(_decode(p, r, any_python))),
-            num_parallel_calls=num_parallel_calls,
-        ).ignore_errors()
-        ok = {int(i) for i, _ in dataset.as_numpy_iterator()}
-        bad = {p: "cannot be decoded" for i, p in enumerate(paths) if i not in ok}
-    if bad:
-        lines = "\n".join(f"  {path}: {reason}" for path, reason in list(bad.items())[:20])
-        more = f"\n  ... and {len(bad) - 20} more" if len(bad) > 20 else ""
-        raise ImageError(
-            f"{len(bad)} image file(s) cannot be read:\n{lines}{more}\n"
-            "Remove or replace them, or re-read the folder with the tfcell reader, "
-            "which skips and counts bad files."
-        )
-
-
-def check_images(images, where="images", chunk=1024):
-    """Raises ValueError naming the indices of float images with NaN or inf values.
-
-    Integer images (uint8) are always finite and are not scanned; float
-    arrays are scanned in chunks of `chunk` images to bound the memory used.
-    """
-    images = np.asarray(images)
-    if not np.issubdtype(images.dtype, np.floating) or images.size == 0:
-        return
-    bad = []
-    for start in range(0, len(images), chunk):
-        part = images[start : start + chunk]
-        finite = np.isfinite(part.reshape(len(part), -1)).all(axis=1)
-        bad.extend((start + np.flatnonzero(~finite)).tolist())
-    if bad:
-        shown = ", ".join(str(i) for i in bad[:10])
-        more = f" and {len(bad) - 10} more" if len(bad) > 10 else ""
-        raise ValueError(
-            f"{where}: {len(bad)} image(s) contain NaN or inf values, at index {shown}{more}. "
-            "A NaN image makes the whole batch's loss NaN. Drop or repair them, e.g. keep "
-            "images[np.isfinite(images).reshape(len(images), -1).all(axis=1)]."
-        )
-
-
-def _python_load(path):
-    from tfcell.data import image_io  # Lazy: the reader module is optional here.
-
-    path = path.decode() if isinstance(path, bytes) else str(path)
-    return np.asarray(image_io.load_image(path, channels=3), "uint8")
-
-
-def _decode(path, python_reader, any_python=True):
-    """Decodes one file to uint8 (H, W, 3); `python_reader` picks image_io for
-    formats tf.io lacks (the numpy_function branch exists only if `any_python`)."""
-
-    def tf_decode():
-        return tf.io.decode_image(
-            tf.io.read_file(path), channels=3, dtype=tf.uint8, expand_animations=False
-        )
-
-    if any_python:
-        image = tf.cond(
-            python_reader,
-            lambda: tf.numpy_function(_python_load, [path], tf.uint8, stateful=False),
-            tf_decode,
-        )
-    else:
-        image = tf_decode()
-    image.set_shape([None, None, 3])
-    return image
-
-
-def _fit_size(image, image_size, pad_small, pad_value):
-    """Pads images smaller than the pad target (IDC edge patches), then resizes;
-    float32. An image already of `image_size` is only cast (the bilinear
-    resize to the same size is the identity, so the values are the same)."""
-    if image_size is None:
-        return tf.cast(image, tf.float32)
-    image = _pad_small(image, image_size, pad_small, pad_value)
-    return _resize_unless_fitting(image, image_size, lambda x: tf.cast(x, tf.float32), lambda x: x)
-
-
-def _fit_size_uint8(image, image_size, pad_small, pad_value):
-    """`_fit_size` rounded to uint8; an image already of `image_size` keeps its
-    decoded uint8 pixels untouched (no float32 round trip, no extra pass)."""
-    if image_size is None:
-        return image
-    image = _pad_small(image, image_size, pad_small, pad_value)
-    return _resize_unless_fitting(
-        image,
-        image_size,
-        lambda x: tf.cast(x, tf.uint8),  # a no-op on decoded uint8 images
-        lambda x: tf.cast(tf.round(tf.clip_by_value(x, 0.0, 255.0)), tf.uint8),
-    )
-
-
-def _resize_unless_fitting(image, image_size, as_is, after_resize):
-    """`as_is(image)` when it already has `image_size`, else
-    `after_resize(bilinear resize of the float32 image)`."""
-    height, width = image_size
-    shape = tf.shape(image)
-    fits = tf.logical_and(tf.equal(shape[0], height), tf.equal(shape[1], width))
-    out = tf.cond(
-        fits,
-        lambda: as_is(image),
-        lambda: after_resize(tf.image.resize(tf.cast(image, tf.float32), image_size)),
-    )
-    out.set_shape([height, width, image.shape[-1]])
-    return out
-
-
-def _pad_small(image, image_size, pad_small, pad_value):
-    height, width = image_size
-    if pad_small:
-        target = (height, width) if pad_small is True else tuple(pad_small)
-        shape = tf.shape(image)
-        pad_h = tf.maximum(target[0] - shape[0], 0)
-        pad_w = tf.maximum(target[1] - shape[1], 0)
-        small = tf.logical_and(shape[0] <= target[0], shape[1] <= target[1])
-        image = tf.cond(
-            small,
-            lambda: tf.pad(image, [[0, pad_h], [0, pad_w], [0, 0]], constant_values=pad_value),
-            lambda: image,
-        )
-    return image
-
-
-def _as_size(image_size):
-    if image_size is None or isinstance(image_size, (tuple, list)):
-        return None if image_size is None else tuple(int(s) for s in image_size)
-    return (int(image_size), int(image_size))
 
 
 def _finish(dataset, batch_size, augment, output, drop_remainder, index_batches, seed=0):
@@ -368,7 +169,7 @@ def from_records(
         names=records_lib.row_names(records),
         where="from_records",
     )
-    size = _as_size(image_size)
+    size = decode.as_size(image_size)
     maps = dict(id_maps) if id_maps is not None else _table_id_maps(records)
     if "image" in records.columns and (records["path"] == "").all():
         arrays = {"images": np.stack(records["image"].to_list())}
@@ -395,7 +196,7 @@ def from_records(
     domain_ids, subject_ids = _columns(
         records.get("domain"), records.get("subject"), maps, len(paths)
     )
-    python_reader = np.array([_needs_python_reader(p) for p in paths], bool)
+    python_reader = np.array([decode.needs_python_reader(p) for p in paths], bool)
     any_python = bool(python_reader.any())
     table = (np.asarray(paths), python_reader, labels, domain_ids, subject_ids)
     if size is None:
@@ -406,12 +207,12 @@ def from_records(
     fused = per_image and getattr(augment, "fuse_resize", False)
 
     def load(path, py, label, domain, subject, seed=None):
-        image = _decode(path, py, any_python)
+        image = decode.decode(path, py, any_python)
         if fused:  # resize + flips + rotation in one resampling
-            image = _pad_small(image, size, pad_small, pad_value)
+            image = decode.pad_to_target(image, size, pad_small, pad_value)
             image = augment.resize_and_augment(image, size, seed)
         else:
-            image = _fit_size(image, size, pad_small, pad_value)
+            image = decode.fit_size(image, size, pad_small, pad_value)
             if seed is not None:
                 image = augment(image, seed)
         return {"image": image, "label": label, "domain": domain, "subject": subject}
@@ -462,13 +263,13 @@ def preload_images(paths, image_size, pad_small=True, pad_value=255, num_paralle
     Files already of `image_size` (after `pad_small`) keep their decoded pixels
     as they are; others are resized bilinearly in float32 and rounded.
     """
-    size = _as_size(image_size)
-    py = np.array([_needs_python_reader(p) for p in paths], bool)
+    size = decode.as_size(image_size)
+    py = np.array([decode.needs_python_reader(p) for p in paths], bool)
     any_python = bool(py.any())
 
     def load(path, python_reader):
-        image = _decode(path, python_reader, any_python)
-        return _fit_size_uint8(image, size, pad_small, pad_value)
+        image = decode.decode(path, python_reader, any_python)
+        return decode.fit_size_uint8(image, size, pad_small, pad_value)
 
     dataset = tf.data.Dataset.from_tensor_slices((np.asarray(paths, str), py))
     dataset = dataset.map(load, num_parallel_calls=num_parallel_calls).batch(256)
@@ -559,7 +360,7 @@ def from_arrays(
         ids.append(np.array([maps[name][v] for v in values.tolist()], "int32"))
     image_table = tf.constant(images)
     tables = [tf.constant(labels), tf.constant(ids[0]), tf.constant(ids[1])]
-    size = _as_size(image_size)
+    size = decode.as_size(image_size)
     resize = size is not None and tuple(images.shape[1:3]) != size
     if isinstance(augment, augmentation.RandomDihedral) and not resize:
         # A pixel permutation: run it on the table's dtype (uint8: a quarter of
