@@ -207,7 +207,9 @@ class ClassificationTask:
         timer = EpochTimer()
         train = data.dataset("train", batch_size, job.method.batches, True, job.seed, job.augment)
         callbacks = [nan_stop, timer]
-        precise_bn = bool(train_cfg.get("precise_bn", True) and _has_batch_norm(built.model))
+        precise_bn = bool(
+            train_cfg.get("precise_bn", True) and training.batch_norm_layers(built.model)
+        )
         if precise_bn:
             # Before the selection pass: BatchNorm statistics re-estimated with the
             # epoch's final weights, so inference-mode validation tracks the weights.
@@ -284,16 +286,6 @@ class ClassificationTask:
                 }
             )
         return JobResult(records, outputs, built.model)
-
-
-def _has_batch_norm(model):
-    stack = [model]
-    while stack:
-        layer = stack.pop()
-        if isinstance(layer, keras.layers.BatchNormalization):
-            return True
-        stack.extend(getattr(layer, "layers", []))
-    return False
 
 
 class _CallbackData:

@@ -7,7 +7,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-__all__ = ["EpochVariableCallback", "PreciseBatchNormCallback"]
+__all__ = ["EpochVariableCallback", "PreciseBatchNormCallback", "batch_norm_layers"]
 
 
 class EpochVariableCallback(keras.callbacks.Callback):
@@ -67,7 +67,7 @@ class EpochVariableCallback(keras.callbacks.Callback):
             variable.assign(float(epoch))
 
 
-def _batch_norm_layers(model):
+def batch_norm_layers(model):
     """The trainable `BatchNormalization` layers of `model`, nested models included.
 
     Only trainable ones: a frozen BatchNorm runs in inference mode even under
@@ -168,7 +168,7 @@ class PreciseBatchNormCallback(keras.callbacks.Callback):
 
     def update(self):
         """Re-estimates the statistics now; returns the number of batches used."""
-        layers = _batch_norm_layers(self.model)
+        layers = batch_norm_layers(self.model)
         self._stale = False
         if not layers:
             return 0
