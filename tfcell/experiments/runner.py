@@ -12,6 +12,7 @@ so a killed run continues where it stopped; a setting whose jobs are all
 finished is not even loaded. Paper-agnostic: the paper lives in the protocol.
 """
 
+import json
 import logging
 import os
 import platform
@@ -147,8 +148,6 @@ def run(protocol, config, workdir, restart=False):
     previous = 0.0
     run_json = os.path.join(wd.path, "run.json")
     if wd.resumed and os.path.exists(run_json):
-        import json
-
         with open(run_json) as f:
             previous = float(json.load(f).get("elapsed_min", 0.0))
     run_info = {
