@@ -124,9 +124,11 @@ def test_generators_do_not_depend_on_thread_count(monkeypatch):
             np.stack(synthetic.nuclei_scenes(40, image_size=48, seed=2)["mask"]),
         )
 
-    monkeypatch.setattr(synthetic, "_MAX_THREADS", 1)
+    from tfcell.data import _synthetic_base  # The renderers' thread pool lives there.
+
+    monkeypatch.setattr(_synthetic_base, "_MAX_THREADS", 1)
     single = render()
-    monkeypatch.setattr(synthetic, "_MAX_THREADS", 3)
+    monkeypatch.setattr(_synthetic_base, "_MAX_THREADS", 3)
     for a, b in zip(single, render()):
         np.testing.assert_array_equal(a, b)
 
