@@ -88,6 +88,19 @@ class BackbonesTest(test_case.TestCase):
         with self.assertRaisesRegex(ValueError, "no such file"):
             backbones.vgg19((32, 32, 3), weights="/nonexistent/weights.h5")
 
+    def test_resnet50_offline_falls_back_and_missing_file_fails(self):
+        cached = os.path.join(os.path.expanduser("~"), ".keras", "models", backbones._RESNET50_NOTOP)
+        if os.path.exists(cached):
+            self.skipTest("ImageNet weights are cached on this machine.")
+        with mock.patch.object(backbones, "_online", return_value=False):
+            with self.assertLogs("tfcell.models", level="WARNING") as logs:
+                model = backbones.resnet50((32, 32, 3), weights="imagenet")
+        self.assertIn("RANDOM INITIALISATION", "".join(logs.output))
+        self.assertIn("resnet50", "".join(logs.output))
+        self.assertEqual(tuple(model.output.shape), (None, 2048))
+        with self.assertRaisesRegex(ValueError, "resnet50.*no such file"):
+            backbones.resnet50((32, 32, 3), weights="/nonexistent/weights.h5")
+
     def test_caffe_preprocess(self):
         x = np.zeros((1, 2, 2, 3), "float32")
         x[..., 0] = 10.0  # R

@@ -106,6 +106,36 @@ class TrainersTest(testing.TestCase):
         history = trainer.fit(_dataset(data), epochs=1, verbose=0)
         self.assertAllClose(history.history["loss"][0], expected, atol=1e-5, rtol=1e-5)
 
+    def test_class_weights_scale_each_sample_ce(self):
+        data = _data()
+        ce = None
+        for weights, factor in (
+            (None, np.ones(8)),
+            ([2.0, 0.0], np.where(data["label"] == 0, 2.0, 0.0)),  # Per class.
+            # Per (domain, class): domain 2's class-1 samples weigh 3, the rest 1.
+            ([[1.0, 1.0], [1.0, 1.0], [1.0, 3.0]], np.where(
+                (data["domain"] == 2) & (data["label"] == 1), 3.0, 1.0)),
+        ):  # fmt: skip
+            keras.utils.set_random_seed(0)
+            trainer = training.BoDATrainer(
+                *_models(), counts=COUNTS, macro_weight=0.0, boda_weight=0.0,
+                class_weights=weights,
+            )  # fmt: skip
+            trainer.compile(optimizer=keras.optimizers.SGD(0.0))
+            logits = trainer(data["image"])
+            ce = keras.losses.sparse_categorical_crossentropy(
+                data["label"], logits, from_logits=True
+            )
+            history = trainer.fit(_dataset(data), epochs=1, verbose=0)
+            self.assertAllClose(history.history["ce"][0], np.mean(ce * factor), atol=1e-5)
+            again = training.BoDATrainer.from_config(_plain(trainer.get_config()))
+            self.assertEqual(again.class_weights, None if weights is None else
+                             np.asarray(weights, "float64").tolist())  # fmt: skip
+        with self.assertRaisesRegex(ValueError, "finite and >= 0"):
+            training.ERMTrainer(*_models(), class_weights=[1.0, -1.0])
+        with self.assertRaisesRegex(ValueError, "table"):
+            training.ERMTrainer(*_models(), class_weights=[[[1.0]]])
+
     def test_coral_penalty_matches_loss_function(self):
         trainer = training.CORALTrainer(*_models(), num_domains=3)
         trainer.compile(optimizer=keras.optimizers.SGD(0.0))

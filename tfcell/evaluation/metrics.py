@@ -13,6 +13,7 @@ from sklearn import metrics as skm
 __all__ = [
     "ScoresAccuracy",
     "classification_metrics",
+    "per_class_metrics",
     "classwise_auroc",
     "normalized_confusion_matrix",
 ]
@@ -53,6 +54,41 @@ def classification_metrics(y_true, y_pred, num_classes):
         "f1": float(f1),
         "accuracy": float(np.mean(y_true == y_pred)),
         "balanced_accuracy": float(np.mean(per_class_recall)),
+    }
+
+
+def per_class_metrics(y_true, y_pred, num_classes):
+    """F1-micro, F1-macro over the classes present, and per-class recall.
+
+    A test domain may lack classes (BCCD has 3 basophils, JTSC 1; INT-20 lacks
+    some of the 13): `f1` of `classification_metrics` counts every class of
+    the label space (an absent class never predicted scores 0), while
+    `f1_macro_present` averages over the classes present in `y_true` (the
+    BoDA poster's F1-macro, sklearn's default label set when nothing
+    predicts an absent class). `f1_micro` equals accuracy for single-label
+    predictions.
+
+    Returns:
+        A dict: `f1_micro`, `f1_macro_present`, `recall_per_class` (a list of C
+        values, None for a class absent from `y_true`) and `support_per_class`.
+    """
+    y_true, y_pred = _labels(y_true), np.asarray(y_pred).reshape(-1)
+    present = sorted(set(y_true.tolist()))
+    recall = skm.recall_score(
+        y_true, y_pred, labels=list(range(num_classes)), average=None, zero_division=0
+    )
+    support = np.bincount(y_true, minlength=num_classes)
+    return {
+        "f1_micro": float(
+            skm.f1_score(y_true, y_pred, labels=list(range(num_classes)), average="micro")
+        ),
+        "f1_macro_present": float(
+            skm.f1_score(y_true, y_pred, labels=present, average="macro", zero_division=0)
+        ),
+        "recall_per_class": [
+            float(r) if support[c] else None for c, r in enumerate(recall.tolist())
+        ],
+        "support_per_class": [int(n) for n in support.tolist()],
     }
 
 

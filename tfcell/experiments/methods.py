@@ -167,7 +167,7 @@ class TrainerMethod(Method):
 
 
 def make_backbone(model_config, image_shape):
-    """A backbone from `config.model.backbone` (vgg19 | alexnet | cct | small_cnn),
+    """A backbone from `config.model.backbone` (vgg19 | resnet50 | alexnet | cct | small_cnn),
     with `widths`, `weights` and further keyword arguments from `config.model`."""
     from tfcell import models
 
@@ -175,6 +175,8 @@ def make_backbone(model_config, image_shape):
     name = model_config.backbone
     if name == "vgg19":
         return models.vgg19(shape, weights=model_config.get("weights") or None)
+    if name == "resnet50":
+        return models.resnet50(shape, weights=model_config.get("weights") or None)
     if name == "alexnet":
         return models.alexnet(shape, widths=tuple(model_config.get("widths") or (32, 32, 64)))
     if name == "cct":
@@ -182,7 +184,8 @@ def make_backbone(model_config, image_shape):
     if name == "small_cnn":
         return models.small_cnn(shape, widths=tuple(model_config.get("widths") or (16, 32, 64)))
     raise ValueError(
-        f"config.model.backbone must be vgg19, alexnet, cct or small_cnn; received {name!r}."
+        f"config.model.backbone must be vgg19, resnet50, alexnet, cct or small_cnn; "
+        f"received {name!r}."
     )
 
 

@@ -102,11 +102,23 @@ class SettingData:
             domain_class_counts=tuple(tuple(int(c) for c in row) for row in table),
         )
 
-    def dataset(self, part, batch_size, output="tuple", training=False, seed=0, augment=None):
-        """`tf.data` batches of one part (`tfcell.data.pipeline.from_arrays`)."""
+    def dataset(
+        self, part, batch_size, output="tuple", training=False, seed=0, augment=None,
+        sampler=None, per_group=None,
+    ):  # fmt: skip
+        """`tf.data` batches of one part (`tfcell.data.pipeline.from_arrays`).
+
+        With `training` and `sampler` "domain_balanced" or "class_balanced"
+        (`tfcell.data.samplers`), every batch holds `per_group` images of every
+        domain (or class) of the part (default `batch_size // groups`); an
+        epoch is the sampler's (the largest group seen once). "shuffle" or
+        None: plain shuffled batches of `batch_size`.
+        """
         from tfcell.data import pipeline
 
         idx = self.setting.parts[part]
+        if training and sampler not in (None, "shuffle"):
+            return self._balanced(part, idx, batch_size, output, seed, augment, sampler, per_group)
         if not self.in_memory:
             return pipeline.from_records(
                 self.setting.table(part), self.image_size, batch_size=batch_size,
@@ -127,6 +139,34 @@ class SettingData:
             id_maps=self.id_maps,
         )
 
+    def _balanced(self, part, idx, batch_size, output, seed, augment, sampler, per_group):
+        from tfcell.data import samplers
+
+        if sampler not in ("domain_balanced", "class_balanced"):
+            raise ValueError(
+                "config.training.sampler must be 'shuffle', 'domain_balanced' or "
+                f"'class_balanced'; received {sampler!r}."
+            )
+        if not self.in_memory:
+            raise ValueError(
+                f"config.training.sampler={sampler!r} needs config.data.in_memory=True."
+            )
+        labels = self.setting.labels(part)
+        if sampler == "domain_balanced":
+            if self.domains is None:
+                raise ValueError("sampler='domain_balanced' needs a `domain` column.")
+            groups = len(set(self.domains[idx].tolist()))
+        else:
+            groups = len(set(labels.tolist()))
+        per = int(per_group) if per_group else max(1, int(batch_size) // max(groups, 1))
+        source = {"images": self.images[idx], "label": labels}
+        if self.domains is not None:
+            source["domain"] = self.domains[idx]
+        if self.subjects is not None:
+            source["subject"] = self.subjects[idx]
+        make = samplers.domain_balanced if sampler == "domain_balanced" else samplers.class_balanced
+        return make(source, per, seed=seed, output=output, augment=augment, id_maps=self.id_maps)
+
     def predict(self, model, part, batch_size):
         """Inference-mode scores of a part, in part order."""
         if self.in_memory:
@@ -142,9 +182,11 @@ class SettingData:
 
 
 def evaluate_scores(y_true, probabilities, num_classes):
-    """Metrics, class-wise AUROC and the normalised confusion matrix of one model."""
+    """Metrics (`metrics.classification_metrics` and `metrics.per_class_metrics`),
+    class-wise AUROC and the normalised confusion matrix of one model."""
     predictions = np.asarray(probabilities).argmax(axis=1)
     out = metrics.classification_metrics(y_true, predictions, num_classes)
+    out.update(metrics.per_class_metrics(y_true, predictions, num_classes))
     out["auroc"] = metrics.classwise_auroc(y_true, probabilities)
     out["confusion"] = metrics.normalized_confusion_matrix(y_true, predictions, num_classes)
     return out
@@ -205,7 +247,10 @@ class ClassificationTask:
         )
         nan_stop = selection.StopOnNaN(f"{job.name} on {job.key}")
         timer = EpochTimer()
-        train = data.dataset("train", batch_size, job.method.batches, True, job.seed, job.augment)
+        train = data.dataset(
+            "train", batch_size, job.method.batches, True, job.seed, job.augment,
+            sampler=train_cfg.get("sampler"), per_group=train_cfg.get("per_domain"),
+        )  # fmt: skip
         callbacks = [nan_stop, timer]
         precise_bn = bool(
             train_cfg.get("precise_bn", True) and training.batch_norm_layers(built.model)

@@ -1,4 +1,4 @@
-"""tfcell models: backbones (VGG19, the IDC AlexNet, CCT, a small CPU CNN) and the
+"""tfcell models: backbones (VGG19, ResNet-50, the IDC AlexNet, CCT, a small CPU CNN) and the
 classifier builder that puts an embedding and a softmax, affinity or cosine head
 on any of them."""
 

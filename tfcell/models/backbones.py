@@ -21,6 +21,7 @@ __all__ = [
     "SequencePooling",
     "alexnet",
     "cct",
+    "resnet50",
     "small_cnn",
     "vgg19",
 ]
@@ -28,6 +29,7 @@ __all__ = [
 logger = logging.getLogger("tfcell.models")
 
 _VGG19_NOTOP = "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5"
+_RESNET50_NOTOP = "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
 _WEIGHTS_HOST = ("storage.googleapis.com", 443)
 
 
@@ -64,28 +66,33 @@ def _online(host=_WEIGHTS_HOST, timeout=3.0):
         return False
 
 
-def _resolve_vgg19_weights(weights):
-    """Returns what to hand `keras.applications.VGG19`: "imagenet", a file, or None."""
+def _resolve_weights(weights, notop, owner="vgg19"):
+    """Returns what to hand `keras.applications`: "imagenet", a file, or None."""
     if weights is None:
         return None
     if weights != "imagenet":
         if not os.path.exists(weights):
             raise ValueError(
-                f"vgg19(weights={weights!r}): no such file. Pass None, 'imagenet', or the "
-                f"path of a local '{_VGG19_NOTOP}'."
+                f"{owner}(weights={weights!r}): no such file. Pass None, 'imagenet', or the "
+                f"path of a local '{notop}'."
             )
         return weights
-    cached = os.path.join(os.path.expanduser("~"), ".keras", "models", _VGG19_NOTOP)
+    cached = os.path.join(os.path.expanduser("~"), ".keras", "models", notop)
     if os.path.exists(cached) or _online():
         return "imagenet"
     logger.warning(
-        "=" * 72 + "\nvgg19: ImageNet weights are neither cached (%s) nor downloadable "
+        "=" * 72 + "\n%s: ImageNet weights are neither cached (%s) nor downloadable "
         "(offline). Using RANDOM INITIALISATION: results will not match the paper's "
-        "ImageNet-pretrained VGG19. Pass weights=<path to %s> to use a local copy.\n" + "=" * 72,
+        "ImageNet-pretrained network. Pass weights=<path to %s> to use a local copy.\n" + "=" * 72,
+        owner,
         cached,
-        _VGG19_NOTOP,
+        notop,
     )
     return None
+
+
+def _resolve_vgg19_weights(weights):
+    return _resolve_weights(weights, _VGG19_NOTOP, "vgg19")
 
 
 def vgg19(input_shape=(224, 224, 3), weights=None, pooling="avg", name="vgg19"):
@@ -155,6 +162,31 @@ def alexnet(input_shape=(32, 32, 3), widths=(32, 32, 64), name="alexnet"):
 
 
 _NORMS = ("group", "batch")
+
+
+def resnet50(input_shape=(224, 224, 3), weights=None, pooling="avg", name="resnet50"):
+    """ResNet-50 (`keras.applications.ResNet50`, no top), pooled: the backbone
+    of the BoDA white-cell study (Umer et al. 2023: ImageNet-pretrained) and of
+    AE-CFE's ResNet-RF baseline.
+
+    Args:
+        input_shape: image shape (224 x 224 x 3 in the papers).
+        weights: None (random init), "imagenet" (cached or downloaded; offline: a
+            loud warning and random init, never a hang), or the path of the
+            no-top `.h5` weight file.
+        pooling: "avg" or "max".
+        name: model name.
+
+    Returns:
+        A `keras.Model` from `[0, 255]` RGB images to 2048 features.
+    """
+    weights = _resolve_weights(weights, _RESNET50_NOTOP, "resnet50")
+    inputs = keras.Input(input_shape, name="image")
+    x = CaffePreprocess(name="caffe_preprocess")(inputs)  # ResNet50's "caffe" mode.
+    base = keras.applications.ResNet50(
+        include_top=False, weights=weights, input_shape=input_shape, pooling=pooling
+    )
+    return keras.Model(inputs, base(x), name=name)
 
 
 def small_cnn(

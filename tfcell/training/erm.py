@@ -16,6 +16,7 @@ A subclass overrides one or both hooks:
 """
 
 import keras
+import numpy as np
 import tensorflow as tf
 from keras import ops
 
@@ -97,6 +98,24 @@ def _deserialize_models(config, custom_objects=None):
     return config
 
 
+def _check_class_weights(class_weights):
+    """None, or the weights as nested lists of floats after checking them."""
+    if class_weights is None:
+        return None
+    table = np.asarray(class_weights, "float64")
+    if table.ndim not in (1, 2) or table.size == 0:
+        raise ValueError(
+            "`class_weights` must be a list of one weight per class or a (num_domains, "
+            f"num_classes) table; received shape {table.shape}."
+        )
+    if not np.all(np.isfinite(table)) or np.any(table < 0):
+        raise ValueError(
+            f"`class_weights` must be finite and >= 0; received {table.tolist()}. Use "
+            "tfcell.losses.class_balanced_weights(counts, beta) for Cui et al.'s weights."
+        )
+    return table.tolist()
+
+
 def _replica_context():
     context = tf.distribute.get_replica_context()
     if context is None:  # Cross-replica context: one "replica" does everything.
@@ -116,6 +135,15 @@ class Trainer(keras.Model):
             `Input`) mapping images to features `(N, D)`.
         classifier: a built `keras.Model` mapping features to class logits
             `(N, C)` (no softmax).
+        class_weights: optional weights of the cross-entropy term: a list of
+            `C` floats (one per class) or a `(num_domains, C)` table (one per
+            domain and class, as mdlt's `CBLoss`/`ReWeight`, which weight each
+            domain's classes by that domain's counts). Sample i's CE is
+            multiplied by `w[y_i]` (or `w[d_i, y_i]`); the term is still the
+            sum over the global batch divided by its size (torch's weighted
+            `cross_entropy` divides by the sum of the weights instead: with
+            weights normalised to mean 1, as `class_balanced_weights` gives,
+            the two agree in expectation). Default None (plain CE).
         **kwargs: forwarded to `keras.Model` (`name`, ...).
 
     Call arguments:
@@ -137,8 +165,9 @@ class Trainer(keras.Model):
     # The names of the `batch_penalties` a subclass returns (for the metrics).
     penalty_names = ()
 
-    def __init__(self, featurizer, classifier, **kwargs):
+    def __init__(self, featurizer, classifier, class_weights=None, **kwargs):
         super().__init__(**kwargs)
+        self.class_weights = _check_class_weights(class_weights)
         for arg, model in (("featurizer", featurizer), ("classifier", classifier)):
             if not isinstance(model, keras.layers.Layer):
                 raise ValueError(
@@ -170,6 +199,15 @@ class Trainer(keras.Model):
     def per_sample_losses(self, batch, features, logits):
         """`{name: (N,) values}`; the trainer averages them over the global batch."""
         ce = keras.losses.sparse_categorical_crossentropy(batch["label"], logits, from_logits=True)
+        if self.class_weights is not None:
+            table = ops.convert_to_tensor(np.asarray(self.class_weights, "float32"))
+            if len(table.shape) == 1:
+                weight = ops.take(table, batch["label"])
+            else:
+                num_classes = int(table.shape[1])
+                flat = ops.reshape(table, (-1,))
+                weight = ops.take(flat, batch["domain"] * num_classes + batch["label"])
+            ce = ce * ops.cast(weight, ce.dtype)
         return {"ce": ce}
 
     def batch_penalties(self, batch, features, logits):
@@ -238,6 +276,8 @@ class Trainer(keras.Model):
     def get_config(self):
         config = super().get_config()
         config.update(_serialize_models(self.featurizer, self.classifier))
+        if self.class_weights is not None:
+            config["class_weights"] = self.class_weights
         return config
 
     @classmethod
