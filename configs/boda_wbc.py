@@ -90,7 +90,32 @@ PAPER = {
     "bloodmnist": {"ResNet-18 (28)": 0.958, "Google AutoML Vision": 0.966},
 }
 
+# The label spaces (class order = the networks' output order), as tfcell.data.wbc
+# defines them (tests/papers/boda_test.py checks they agree): kept here so that
+# config.json carries every saved network's input contract.
+FIVE_CLASSES = ("neutrophil", "lymphocyte", "monocyte", "eosinophil", "basophil")
+HARMONISED_CLASSES = (
+    "basophil", "eosinophil", "erythroblast", "myeloblast", "promyelocyte", "myelocyte",
+    "metamyelocyte", "neutrophil_banded", "neutrophil_segmented", "monocyte",
+    "lymphocyte_typical", "lymphocyte_atypical", "smudge_cell",
+)  # fmt: skip
+PBC_CLASSES = (
+    "basophil", "eosinophil", "erythroblast", "ig", "lymphocyte", "monocyte", "neutrophil",
+    "platelet",
+)  # fmt: skip
+
 VARIANTS = ("paper", "cpu", "pbc", "smoke")
+
+
+def _input_contract(config):
+    """What every saved network expects (written to config.json with the run)."""
+    spaces = {"five": FIVE_CLASSES, "harmonised": HARMONISED_CLASSES, "native": PBC_CLASSES}
+    contract = ml_collections.ConfigDict()
+    contract.image_size = config.data.image_size  # Square RGB images of this side.
+    contract.value_range = (0.0, 255.0)  # float32 RGB, not normalised (the model does it).
+    contract.field_um = config.data.field_um  # Field of view of known-scale images.
+    contract.class_names = spaces[config.data.label_space]  # Output order.
+    config.input_contract = contract
 
 
 def get_config(arg=None):
@@ -249,4 +274,5 @@ def get_config(arg=None):
         for name in ("boda", "boda_plus"):
             config.loss[name].start_step = 2
             config.loss[name].feat_update_freq = 3
+    _input_contract(config)
     return config

@@ -310,3 +310,28 @@ def test_a_trainer_with_callbacks_on_a_domain_matrix_evaluates_every_domain():
     for r in result.records:
         assert np.isfinite(r["f1"]) and r["num_test"] == setting.size(r["test_set"])
     assert set(result.outputs) >= {"test:hospital_1_probabilities", "val_scores"}
+
+
+def test_balanced_samplers_fill_every_batch_with_every_group():
+    records = _records(90, domains=3)
+    setting = settings.leave_one_domain_out(records, 0.2, 0)[0]  # 2 source domains.
+    data = tasks.SettingData(setting, 8)
+    maps = data.id_maps["domain"]
+    sources = {maps[d] for d in set(setting.table("train")["domain"])}
+    train = data.dataset("train", 12, "dict", training=True, sampler="domain_balanced")
+    batches = list(train)
+    assert len(batches) == train.steps_per_epoch
+    for batch in batches:
+        counts = np.bincount(batch["domain"].numpy(), minlength=3)
+        assert {i for i in range(3) if counts[i]} == sources
+        assert all(counts[i] == 6 for i in sources)  # 12 // 2 domains each.
+    explicit = data.dataset("train", 12, "dict", training=True, sampler="domain_balanced",
+                            per_group=4)  # fmt: skip
+    assert next(iter(explicit))["image"].shape[0] == 8
+    by_class = data.dataset("train", 9, "tuple", training=True, sampler="class_balanced")
+    _, labels = next(iter(by_class))
+    assert np.bincount(labels.numpy(), minlength=3).tolist() == [3, 3, 3]
+    # Inference parts never resample.
+    assert sum(len(y) for _, y in data.dataset("val", 12)) == setting.size("val")
+    with pytest.raises(ValueError, match="sampler"):
+        data.dataset("train", 12, training=True, sampler="by_subject")

@@ -217,3 +217,65 @@ def test_config_variants_cite_the_papers_values(variant):
         assert config.data.num_folds == 5 and config.data.unseen_domain == "int20"
     if variant == "pbc":
         assert config.protocol == "tfcell.papers.boda:PBC" and config.name == "boda_pbc"
+
+
+def _image(path, seed, size=24):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pixels = np.random.default_rng(seed).integers(0, 255, (size, size, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(path)
+
+
+def test_paper_reads_the_three_published_layouts(tmp_path):
+    """`paper`: Matek-19, Acevedo-20 and INT-20 under one root in their published
+    layouts, the 13 harmonised classes, INT-20 unseen, on one 25 um field."""
+    seed = 0
+    for abbr in ("NGS", "LYT", "MON", "EOS", "BAS"):
+        for i in range(6):
+            seed += 1
+            _image(tmp_path / "AML-Cytomorphology_LMU" / abbr / f"{abbr}_{i}.tiff", seed, 40)
+    for folder, prefix in (("neutrophil", "SNE"), ("lymphocyte", "LY"), ("monocyte", "MO"),
+                           ("eosinophil", "EO"), ("basophil", "BA")):  # fmt: skip
+        for _ in range(6):
+            seed += 1
+            _image(tmp_path / "PBC_dataset_normal_DIB" / folder / f"{prefix}_{seed}.jpg", seed, 36)
+    for folder in ("15-SEG", "08-LYMPH-neo", "01-NORMO"):
+        for i in range(4):
+            seed += 1
+            _image(tmp_path / "INT-20" / folder / f"{i}.png", seed, 29)
+    config = _config("paper")
+    config.data.root = str(tmp_path)
+    config.data.image_size = 16
+    config.data.num_folds = 2
+    all_settings = settings.wbc_settings(config, 0)
+    names = [s.name for s in all_settings]
+    assert names == ["cv_fold0", "cv_fold1", "lodo_matek", "lodo_acevedo", "lodo_int20"]
+    records = all_settings[0].records
+    assert len(all_settings[0].class_names) == 13
+    assert records.groupby("domain").size().to_dict() == {"acevedo": 30, "int20": 12, "matek": 30}
+    assert set(records["field_um"]) == {25.0}  # Every published pixel size is known.
+    _check_protocols(all_settings, config.data.domains, "int20")
+    int20 = records[records["domain"] == "int20"]
+    assert set(int20["class_name"]) == {
+        "neutrophil_segmented", "lymphocyte_atypical", "erythroblast",
+    }  # fmt: skip
+    config.data.acevedo = "missing"
+    with pytest.raises(FileNotFoundError, match="config.data.acevedo"):
+        settings.wbc_settings(config, 0)
+
+
+def test_config_json_carries_the_input_contract_of_the_data():
+    from tfcell.data import wbc
+
+    for variant, names in (
+        ("cpu", wbc.WBC5_CLASSES),
+        ("paper", wbc.HARMONISED_CLASSES),
+        ("pbc", wbc.ACEVEDO_CLASSES),
+        ("smoke", synthetic.WHITE_CELL_CLASSES),
+    ):
+        contract = _config(variant).input_contract
+        assert tuple(contract.class_names) == tuple(names), variant
+        assert tuple(contract.value_range) == (0.0, 255.0)
+    config = _config("smoke")
+    config.input_contract.class_names = ("a", "b", "c", "d", "e")
+    with pytest.raises(ValueError, match="input_contract"):
+        settings.wbc_settings(config, 0)

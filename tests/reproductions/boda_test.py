@@ -5,6 +5,7 @@ done, resumes, and BoDA's centroids refresh on schedule inside the run."""
 import importlib.util
 import json
 import pathlib
+import sys
 import tempfile
 
 import keras
@@ -22,16 +23,23 @@ _ARGS = ["--config.methods=('erm', 'boda')", "--config.data.protocols=('lodo', '
 
 
 def _run_script(workdir, *extra):
-    for flag in ("config", "workdir", "restart"):
-        if flag in flags.FLAGS:
+    for flag in list(flags.FLAGS):  # Each script defines --config (and its overrides).
+        if flag in ("config", "workdir", "restart") or flag.startswith("config."):
             delattr(flags.FLAGS, flag)
+    argv = ["boda_wbc", f"--config={ROOT}/configs/boda_wbc.py:smoke", f"--workdir={workdir}"]
+    argv += _ARGS + list(extra)
     spec = importlib.util.spec_from_file_location(
         "_boda_wbc", ROOT / "reproductions" / "boda_wbc.py"
     )
     script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    argv = ["boda_wbc", f"--config={ROOT}/configs/boda_wbc.py:smoke", f"--workdir={workdir}"]
-    flags.FLAGS(argv + _ARGS + list(extra))
+    # ml_collections reads the `--config.<key>` overrides from sys.argv when it
+    # parses --config, as on a real command line.
+    saved, sys.argv = sys.argv, argv
+    try:
+        spec.loader.exec_module(script)
+        flags.FLAGS(argv)
+    finally:
+        sys.argv = saved
     try:
         assert script.main(["boda_wbc"]) is None  # absl exits with main's value: 0.
     finally:

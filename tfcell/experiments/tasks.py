@@ -301,6 +301,10 @@ class ClassificationTask:
             "selection": train_cfg.selection,
             "val_selection_value": selector.best_value,
             "val_history": selector.history,
+            # The trainer's per-epoch training metrics (loss, CE, each penalty).
+            "train_history": {
+                k: [float(v) for v in values] for k, values in history.history.items()
+            },
             "epoch_times": timer.times,
             # The first epoch includes tracing; a steady-state time leaves it out.
             "epoch_time_s": float(

@@ -224,6 +224,36 @@ def extra_table(records, config):
     return report.markdown_table(header, body)
 
 
+_TERMS = ("ce", "macro", "boda", "penalty", "domain_ce")
+
+
+def terms_table(records, config):
+    """Each method's training terms at its last epoch (weighted as in the loss),
+    mean +- std over jobs: how much each penalty weighs beside cross-entropy."""
+    rows = [r for r in _singles(records) if r.get("train_history")]
+    seen = {}
+    for r in rows:  # One record per test part: count each job once.
+        seen[(r["setting"], r["repeat"], r["method"])] = r
+    rows = list(seen.values())
+    terms = [t for t in _TERMS if any(t in r["train_history"] for r in rows)]
+    if not rows or not terms:
+        return ""
+    titles = _titles(rows)
+    body = []
+    for method in _methods(rows, config):
+        sel = [r for r in rows if r["method"] == method]
+        body.append(
+            [titles[method]]
+            + [
+                _cell([r["train_history"][t][-1] for r in sel if t in r["train_history"]])
+                if any(t in r["train_history"] for r in sel)
+                else "-"
+                for t in terms
+            ]
+        )
+    return report.markdown_table(["Method"] + list(terms), body)
+
+
 def _mean_confusion(rows):
     return np.nanmean(np.stack([np.asarray(r["confusion"], "float64") for r in rows]), axis=0)
 
@@ -401,6 +431,18 @@ def write_report(workdir, config, records, run_info, protocol=None):
     extra = extra_table(records, config)
     if extra:
         lines += ["## Extra test domains (unseen by every model)", "", extra, ""]
+    terms = terms_table(records, config)
+    if terms:
+        lines += [
+            "## Training terms at the last epoch",
+            "",
+            "Weighted as in each loss (`macro`: BoDA's CORAL alignment, `boda`: "
+            "boda_weight x the BoDA term, `penalty`: CORAL / MMD, `domain_ce`: DANN's "
+            "discriminator), mean +- std over jobs:",
+            "",
+            terms,
+            "",
+        ]
     lines += [
         "Trained networks: `jobs/<setting>/r<seed>/<method>/model.keras` (load with "
         "`tfcell.models.load_model` after `import tfcell`); input contract in `config.json` "
@@ -441,6 +483,12 @@ def collect_section(name, config, records, run_info):
             + (rare_recall_table(records, config, "cv_", unseen) or "(none present)")
             + "\n",
         ]
+    terms = terms_table(records, config)
+    if terms:
+        parts.append(
+            "Training terms at the last epoch (weighted as in the loss), mean +- std over "
+            "jobs:\n\n" + terms + "\n"
+        )
     return "\n".join(parts)
 
 

@@ -312,6 +312,17 @@ def cv_settings(records, config, seed, description, synthetic_data):
     return out
 
 
+def _check_contract(records, config):
+    """The data's class order is the one config.json promises for the networks."""
+    promised = tuple(config.input_contract.class_names)
+    found = tuple(records.attrs["class_names"])
+    if found != promised:
+        raise ValueError(
+            f"The data's classes {found} differ from config.input_contract.class_names "
+            f"{promised}; set config.data.label_space to match the data."
+        )
+
+
 def wbc_settings(config, repeat, records_cache=None):
     """The settings of one repeat: LODO every repeat, the k folds at repeat 0."""
     key = "records"
@@ -321,6 +332,7 @@ def wbc_settings(config, repeat, records_cache=None):
         records, synthetic_data, description = wbc_records(config)
         if records_cache is not None:
             records_cache[key] = (records, synthetic_data, description)
+    _check_contract(records, config)
     seed = config.seed + repeat
     out = []
     for protocol in config.data.protocols:
@@ -347,6 +359,8 @@ def pbc_settings(config, repeat):
         table = wbc.read_acevedo(folder, label_space="native", domain="pbc")
         where, synthetic_data = f"PBC (Acevedo-20) 8 classes from {folder}", False
     seed = config.seed + repeat
+    if not table.attrs.get("synthetic"):
+        _check_contract(table, config)
     table = settings.subsample(table, config.data.max_per_domain, seed)
     return [
         settings.holdout(
