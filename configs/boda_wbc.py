@@ -153,6 +153,12 @@ def get_config(arg=None):
     # INT-20's field (288 px at 11.52 px/um, the poster's table), the smallest of the
     # three, so no domain is padded. BCCD and JTSC publish no pixel size: resized whole.
     config.data.field_um = 25.0
+    # Domains without a published pixel size (BCCD, JTSC, a lab's own set) get one
+    # estimated from their cells: the median lymphocyte nucleus diameter in pixels,
+    # matched to that of a domain of known pixel size (tfcell.data.physical_scale).
+    # "" = leave them unknown (resized whole).
+    config.data.scale_reference = "acevedo"
+    config.data.scale_cell_class = "lymphocyte_typical"
     # DomainBed's training-domain validation: holdout_fraction 0.2 of every source
     # domain (stratified by class), used for model selection only.
     config.data.val_fraction = 0.2
@@ -229,6 +235,8 @@ def get_config(arg=None):
         # 1,500 of PBC keeps it the majority domain (as Acevedo/Matek are on the
         # poster) at a size a 2-core CPU trains 54 networks on in under an hour.
         config.data.max_per_domain = 1500
+        config.data.scale_reference = "pbc"  # 0.25 um/px (pbc_128: 320 px of 0.1 um -> 128).
+        config.data.scale_cell_class = "lymphocyte"
         # 8 x 45 = 360 steps of 48 (24 per domain). BoDA's start step and refresh
         # keep mdlt's share of the schedule for the start (500 / 5000 = 10 %: step
         # 36); the refresh runs every 40 steps (mdlt: 120 / 5000; every 9 steps
@@ -246,6 +254,7 @@ def get_config(arg=None):
         config.num_repeats = 1
         config.data.label_space = "native"  # The 8 PBC folders.
         config.data.field_um = None  # One domain: the images as published (128 px crops).
+        config.data.scale_reference = ""
         config.data.test_fraction = 0.2  # MedMNIST v2 BloodMNIST: 7:1:2 train/val/test.
         config.data.val_fraction = 0.125  # 0.1 of the whole = 0.125 of the rest.
         config.data.max_per_domain = 0
@@ -263,6 +272,7 @@ def get_config(arg=None):
         config.data.num_folds = 2
         config.data.image_size = 24
         config.data.max_per_domain = 0
+        config.data.scale_reference = ""
         config.num_repeats = 1
         config.model.widths = (8, 8)
         config.training.per_domain = 8

@@ -71,9 +71,12 @@ def test_real_splits_never_leak_a_held_out_domain(shared_data):
     # Each domain keeps its natural imbalance: BCCD has 3 basophils, JTSC 1.
     bccd = records[records["domain"] == "bccd"]
     assert (bccd["class_name"] == "basophil").sum() == 3
-    # PBC (known pixel size) is cropped to the 25 um field; BCCD and JTSC are not.
-    field = records.groupby("domain")["field_um"].first()
-    assert field["pbc"] == 25.0 and np.isnan(field["bccd"]) and np.isnan(field["jtsc"])
+    # Every domain on the 25 um field: PBC's published pixel size, BCCD's and JTSC's
+    # estimated from lymphocyte nuclei (BCCD's crops are cell-tight: finer pixels).
+    assert set(records["field_um"]) == {25.0}
+    estimates = records.attrs["scale_estimates"]
+    assert set(estimates) == {"bccd", "jtsc"}
+    assert 0.03 < estimates["bccd"]["um_per_px"] < estimates["jtsc"]["um_per_px"] < 0.25
 
 
 def _write_folder(root, classes, n=3, size=20):
@@ -140,10 +143,15 @@ def test_field_of_view_gives_every_known_domain_one_pixel_size(tmp_path):
     assert abs(dark[2] - 20) <= 1  # Unknown: half of the whole image, by construction.
     assert out.attrs["scale"]["known"] == 2 and out.attrs["scale"]["unknown"] == 1
     assert (out["path"] == "").all() and out["source_path"].iloc[0].endswith("a.png")
-    # A field larger than the image repeats its border (counted), never black.
+    # A field larger than an image sits on its border colour (counted), never black.
+    _marker_image(tmp_path / "d.png", 100, 40)
+    grey = np.asarray(Image.open(tmp_path / "d.png")).copy()
+    grey[grey == 255] = 200
+    Image.fromarray(grey).save(tmp_path / "d.png")
+    table.loc[1, "path"] = str(tmp_path / "d.png")
     wide = physical_scale.to_field_of_view(table.iloc[[1]], 40, field_um=40.0)
     assert wide.attrs["scale"]["padded"] == 1 and wide["image"].iloc[0].min() == 0
-    assert wide["image"].iloc[0][0, 0].tolist() == [255, 255, 255]
+    assert wide["image"].iloc[0][0, 0].tolist() == [200, 200, 200]
     with pytest.raises(ValueError, match="um_per_px"):
         physical_scale.to_field_of_view(table.drop(columns="um_per_px"), 40, 20.0)
 
@@ -279,3 +287,34 @@ def test_config_json_carries_the_input_contract_of_the_data():
     config.input_contract.class_names = ("a", "b", "c", "d", "e")
     with pytest.raises(ValueError, match="input_contract"):
         settings.wbc_settings(config, 0)
+
+
+def _cell_image(path, size, radius, background=(230, 220, 200), nucleus=(90, 40, 120)):
+    yy, xx = np.mgrid[:size, :size]
+    image = np.empty((size, size, 3), np.uint8)
+    image[...] = background
+    image[(yy - size / 2) ** 2 + (xx - size / 2) ** 2 <= radius**2] = nucleus
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(image).save(path)
+
+
+def test_unknown_pixel_sizes_are_estimated_from_lymphocyte_nuclei(tmp_path):
+    rows = []
+    for i in range(5):  # Reference: 20 px nuclei at 0.25 um/px (5 um).
+        _cell_image(tmp_path / "ref" / f"{i}.png", 64, 10 + (i - 2) * 0.5)
+        rows.append((tmp_path / "ref" / f"{i}.png", "ref", "lymphocyte", 0.25))
+    for i in range(5):  # Unknown: 50 px nuclei -> 5 um at 0.1 um/px.
+        _cell_image(tmp_path / "new" / f"{i}.png", 120, 25, nucleus=(120, 30, 30))
+        rows.append((tmp_path / "new" / f"{i}.png", "new", "lymphocyte", np.nan))
+    _cell_image(tmp_path / "none" / "0.png", 64, 10)
+    rows.append((tmp_path / "none" / "0.png", "none", "monocyte", np.nan))
+    table = pd.DataFrame(rows, columns=["path", "domain", "class_name", "um_per_px"])
+    table["path"] = table["path"].astype(str)
+    assert physical_scale.nucleus_diameter_px(np.asarray(Image.open(rows[2][0]))) == (
+        pytest.approx(20.0, abs=1.0)
+    )
+    found = physical_scale.estimate_um_per_px(table, "ref")
+    assert found["new"]["um_per_px"] == pytest.approx(0.1, rel=0.05)
+    assert np.isnan(found["none"]["um_per_px"]) and found["none"]["images"] == 0
+    with pytest.raises(ValueError, match="reference domain"):
+        physical_scale.estimate_um_per_px(table, "new")

@@ -173,6 +173,7 @@ def wbc_records(config):
     attrs = dict(records.attrs)
     records = records.reset_index(drop=True)
     records.attrs = attrs
+    estimated = _estimate_scales(records, config)
     scaled = physical_scale.to_field_of_view(records, config.data.image_size, config.data.field_um)
     scale = scaled.attrs["scale"]
     counts = records.groupby("domain").size().to_dict()
@@ -181,7 +182,38 @@ def wbc_records(config):
         f"{scale['field_um']} um for {scale['known']} images of known pixel size, "
         f"{scale['unknown']} resized whole (pixel size unknown)"
     )
+    if estimated:
+        description += "; pixel size estimated from lymphocyte nuclei: " + ", ".join(
+            f"{d} {e['um_per_px']:.3f} um/px ({e['images']} cells)" for d, e in estimated.items()
+        )
+    scaled.attrs["scale_estimates"] = estimated
     return scaled, False, description
+
+
+def _estimate_scales(records, config):
+    """Fills the unknown pixel sizes with `physical_scale.estimate_um_per_px`
+    (config.data.scale_reference / scale_cell_class; "" = leave them unknown).
+    Returns the estimates of the domains it filled."""
+    reference = config.data.get("scale_reference") or ""
+    if not reference or config.data.field_um is None:
+        return {}
+    if np.isfinite(records["um_per_px"].astype(float)).all():
+        return {}  # Every pixel size is published.
+    if reference not in set(records["domain"].astype(str)):
+        raise ValueError(
+            f"config.data.scale_reference={reference!r} is not a domain of this run "
+            f"({sorted(set(records['domain'].astype(str)))})."
+        )
+    found = physical_scale.estimate_um_per_px(
+        records, reference, cell_class=config.data.scale_cell_class, seed=config.seed
+    )
+    filled = {}
+    for domain, estimate in found.items():
+        if domain == reference or not np.isfinite(estimate["um_per_px"]):
+            continue
+        records.loc[records["domain"].astype(str) == domain, "um_per_px"] = estimate["um_per_px"]
+        filled[domain] = estimate
+    return filled
 
 
 def _stratified_cut(table, fraction, seed):
