@@ -263,7 +263,10 @@ def get_config(arg=None):
         config.training.batch_size = 64
         config.training.steps_per_epoch = 0
         config.training.epochs = 14
-        config.training.augment = True
+        # One scanner, one stain: flips and quarter turns only (exact pixels); the
+        # colour jitter of the domain runs slowed in-domain learning (0.91 vs 0.97
+        # validation accuracy after 5 epochs in a side-by-side try).
+        config.training.augment = "dihedral"
         config.report.figures = False
     if variant == "smoke":
         config.data.root = "synthetic"

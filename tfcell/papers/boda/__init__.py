@@ -20,13 +20,23 @@ __all__ = ["PBC", "WBC", "BoDAProtocol", "PBCProtocol"]
 
 
 def _augmentation(config):
-    """mdlt trains with augmentation (flip, colour jitter, random resized crop);
-    here flips, any rotation (a cell has no orientation), brightness, contrast
-    and saturation jitter, the same for every method."""
-    if not config.training.get("augment"):
+    """`config.training.augment`: True / "jitter" (the domain runs): flips, any
+    rotation (a cell has no orientation), brightness, contrast and saturation
+    jitter, as mdlt trains with flips and colour jitter; "dihedral" (the PBC
+    in-domain benchmark: one scanner, no stain shift to cover): the 8 flips and
+    quarter turns, exact pixels; False: none. The same for every method."""
+    augment = config.training.get("augment")
+    if not augment:
         return None
     from tfcell.data import augmentation
 
+    if augment == "dihedral":
+        return augmentation.RandomDihedral()
+    if augment not in (True, "jitter"):
+        raise ValueError(
+            f"config.training.augment must be True, 'jitter', 'dihedral' or False; "
+            f"received {augment!r}."
+        )
     return augmentation.PerImageAugmentation(
         flips=True, rotation=180.0, brightness=0.1, contrast=0.3, saturation=0.3
     )

@@ -337,6 +337,13 @@ def feature_figure(workdir, config, protocol, path, methods=("erm", "boda"), set
     return path
 
 
+def _write(workdir, lines):
+    path = os.path.join(workdir, "report.md")
+    with open(path, "w") as f:
+        f.write("\n".join(lines))
+    return path
+
+
 def _header(config, records, run_info):
     elapsed = run_info.get("elapsed_min", 0.0)
     synthetic = any(r.get("synthetic") for r in records)
@@ -449,10 +456,7 @@ def write_report(workdir, config, records, run_info, protocol=None):
         "(`data.image_size`, RGB in [0, 255], class order `class_names` of results.jsonl).",
         "",
     ]
-    path = os.path.join(workdir, "report.md")
-    with open(path, "w") as f:
-        f.write("\n".join(lines))
-    return path
+    return _write(workdir, lines)
 
 
 def collect_section(name, config, records, run_info):
@@ -541,10 +545,7 @@ def write_pbc_report(workdir, config, records, run_info):
     lines = _header(config, records, run_info)[:-4]
     lines += ["", "## PBC 8 classes, in-domain, beside MedMNIST v2 BloodMNIST", ""]
     lines += [_pbc_table(records, config), ""]
-    path = os.path.join(workdir, "report.md")
-    with open(path, "w") as f:
-        f.write("\n".join(lines))
-    return path
+    return _write(workdir, lines)
 
 
 def pbc_section(name, config, records, run_info):
