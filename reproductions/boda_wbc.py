@@ -22,7 +22,10 @@ No run collected yet: `python reproductions/collect_results.py <workdir> --updat
 <!-- boda_wbc:result:end -->
 
 <!-- boda_pbc:result:start -->
-No run collected yet: `python reproductions/collect_results.py <workdir> --update_docs`.
+Result (PBC 8 classes, in-domain): test accuracy 0.974 at 64 px; BloodMNIST
+anchors (28 px): ResNet-18 0.958, AutoML Vision 0.966; CPU (2 cores visible),
+Linux, TF 2.21.0, Keras 3.15.1, 9 min (written by collect_results.py from
+`boda_pbc`).
 <!-- boda_pbc:result:end -->
 
 Re-running a command resumes in its `--workdir` (finished jobs are skipped);

@@ -533,7 +533,9 @@ def _pbc_table(records, config):
             _cell([r["accuracy"] for r in rows]),
             _cell([r["f1"] for r in rows]),
             str(rows[0].get("epochs", "-")) if rows else "-",
-            _cell([r.get("train_time_s", float("nan")) / 60 for r in rows]),
+            statistics.format_mean_std(
+                [r.get("train_time_s", float("nan")) / 60 for r in rows], digits=1
+            ),
         ]
     ]
     for name, value in dict(anchors).items():
@@ -542,9 +544,28 @@ def _pbc_table(records, config):
 
 
 def write_pbc_report(workdir, config, records, run_info):
-    lines = _header(config, records, run_info)[:-4]
-    lines += ["", "## PBC 8 classes, in-domain, beside MedMNIST v2 BloodMNIST", ""]
-    lines += [_pbc_table(records, config), ""]
+    rows = [r for r in _singles(records) if r.get("test_set") == "test"]
+    lines = [
+        f"# {config.title}",
+        "",
+        "Anchors: MedMNIST v2 (Yang et al., Sci. Data 10:41, 2023), BloodMNIST: the same "
+        "PBC images at 28 px, its own 7:1:2 split.",
+        "",
+        f"Data: {records[0].get('description', '') if records else ''}; train "
+        f"{rows[0]['num_train'] if rows else '-'}, validation {rows[0]['num_val'] if rows else '-'}, "
+        f"test {rows[0]['num_test'] if rows else '-'} (stratified 7:1:2).",
+        "",
+        f"ERM with `{config.model.backbone}` {tuple(config.model.widths)} at "
+        f"{config.data.image_size} px, Adam {config.optimizer.learning_rate}, batch "
+        f"{config.training.batch_size}, {config.training.epochs} epochs, augmentation "
+        f"`{config.training.augment}`; the epoch with the best validation macro-F1 is kept. "
+        f"{run_info.get('hardware', '')}; whole run {run_info.get('elapsed_min', 0.0):.1f} min.",
+        "",
+        "## PBC 8 classes, in-domain, beside MedMNIST v2 BloodMNIST",
+        "",
+        _pbc_table(records, config),
+        "",
+    ]
     return _write(workdir, lines)
 
 
