@@ -215,3 +215,123 @@ class PreciseBatchNormCallbackTest(test_case.TestCase):
         with self.assertRaisesRegex(ValueError, "'image' key"):
             cb.update()
         self.assertAllClose(model.layers[0].moving_mean, before)
+
+
+class ScriptedLoss(keras.callbacks.Callback):
+    """Placed before TwoStageSchedule: replaces logs["loss"] with a scripted
+    sequence and records, per epoch, the learning rate used and the weights
+    reached (before the schedule acts on them)."""
+
+    def __init__(self, losses):
+        super().__init__()
+        self.losses = losses
+        self.learning_rates = []
+        self.weights = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        lr = self.model.optimizer.learning_rate
+        self.learning_rates.append(float(keras.ops.convert_to_numpy(lr)))
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs["loss"] = self.losses[epoch]
+        self.weights.append([w.copy() for w in self.model.get_weights()])
+
+
+def regression_model():
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.SGD(0.5), loss="mse")
+    return model
+
+
+def regression_data():
+    rng = np.random.RandomState(0)
+    x = rng.rand(16, 3).astype("float32")
+    return x, x @ np.array([[1.0], [-2.0], [3.0]], "float32") + 5.0
+
+
+def assert_weights_equal(actual, expected):
+    for a, e in zip(actual, expected):
+        np.testing.assert_array_equal(a, e)
+
+
+class TwoStageScheduleTest(test_case.TestCase):
+    def test_switches_to_stage2_from_best_stage1_weights(self):
+        # Stage 1: best at epoch 2, then 2 epochs without improvement (patience 2)
+        # -> stage 2 from epoch 5 at 1e-5, resumed from epoch 2's weights. Stage 2:
+        # best at epoch 6, patience out at epoch 8 -> stop, end with epoch 6's weights.
+        losses = [5.0, 4.0, 3.0, 3.5, 3.2, 2.9, 2.8, 2.85, 3.0, 1.0, 1.0]
+        model = regression_model()
+        x, y = regression_data()
+        script = ScriptedLoss(losses)
+        schedule = callbacks.TwoStageSchedule(patience=2)
+        history = model.fit(
+            x, y, batch_size=16, epochs=len(losses), verbose=0, callbacks=[script, schedule]
+        )
+        self.assertAllClose(script.learning_rates, [1e-3] * 5 + [1e-5] * 4)
+        self.assertEqual(history.history["stage"], [1] * 5 + [2] * 4)
+        self.assertAllClose(history.history["learning_rate"], [1e-3] * 5 + [1e-5] * 4)
+        self.assertEqual(schedule.stage_start, {1: 0, 2: 5})
+        self.assertEqual(schedule.stage_end, {1: 4, 2: 8})
+        self.assertEqual(schedule.best_epoch, {1: 2, 2: 6})
+        self.assertEqual(schedule.best_value, {1: 3.0, 2: 2.8})
+
+        # The weights really moved after the best stage-1 epoch (lr 1e-3) ...
+        def distance(a, b):
+            return max(np.abs(u - v).max() for u, v in zip(a, b))
+
+        self.assertGreater(distance(script.weights[4], script.weights[2]), 1e-2)
+        # ... and stage 2's first epoch started from epoch 2's weights: one SGD
+        # step at 1e-5 from them (~1e-4 here), not from epoch 4's.
+        self.assertLess(distance(script.weights[5], script.weights[2]), 1e-3)
+        self.assertGreater(distance(script.weights[5], script.weights[4]), 1e-2)
+        assert_weights_equal(model.get_weights(), script.weights[6])
+
+    def test_epochs_end_in_stage1_restores_best(self):
+        losses = [3.0, 2.0, 2.5]
+        model = regression_model()
+        x, y = regression_data()
+        script = ScriptedLoss(losses)
+        schedule = callbacks.TwoStageSchedule(stage1_lr=1e-2, patience=5)
+        history = model.fit(x, y, batch_size=16, epochs=3, verbose=0, callbacks=[script, schedule])
+        self.assertEqual(history.history["stage"], [1, 1, 1])
+        self.assertAllClose(script.learning_rates, [1e-2] * 3)
+        self.assertEqual(schedule.stage_start, {1: 0})
+        assert_weights_equal(model.get_weights(), script.weights[1])
+
+    def test_min_delta_mode_and_no_stop(self):
+        # mode="max" on an accuracy; improvements below min_delta do not count.
+        accuracies = [0.5, 0.6, 0.61, 0.62, 0.7, 0.65, 0.66, 0.64]
+        model = regression_model()
+        x, y = regression_data()
+        script = ScriptedLoss(accuracies)
+        schedule = callbacks.TwoStageSchedule(
+            monitor="loss", mode="max", patience=2, min_delta=0.05, stop_after_stage2=False
+        )
+        history = model.fit(x, y, batch_size=16, epochs=8, verbose=0, callbacks=[script, schedule])
+        self.assertEqual(history.history["stage"], [1, 1, 1, 1, 2, 2, 2, 2])
+        self.assertEqual(schedule.best_epoch, {1: 1, 2: 4})
+        self.assertEqual(schedule.stage_end, {1: 3, 2: 7})
+        assert_weights_equal(model.get_weights(), script.weights[4])
+
+    def test_real_training_loss_decreases_in_stage1(self):
+        model = regression_model()
+        x, y = regression_data()
+        schedule = callbacks.TwoStageSchedule(stage1_lr=0.05, stage2_lr=1e-4, patience=1)
+        history = model.fit(x, y, batch_size=16, epochs=4, verbose=0, callbacks=[schedule])
+        self.assertEqual(history.history["stage"], [1, 1, 1, 1])
+        self.assertLess(history.history["loss"][-1], history.history["loss"][0])
+
+    def test_errors(self):
+        with self.assertRaisesRegex(ValueError, "stage2_lr"):
+            callbacks.TwoStageSchedule(stage2_lr=0.0)
+        with self.assertRaisesRegex(ValueError, "patience"):
+            callbacks.TwoStageSchedule(patience=0)
+        with self.assertRaisesRegex(ValueError, "mode"):
+            callbacks.TwoStageSchedule(mode="up")
+        model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+        schedule = keras.optimizers.schedules.ExponentialDecay(1e-3, 10, 0.5)
+        model.compile(optimizer=keras.optimizers.SGD(schedule), loss="mse")
+        x, y = regression_data()
+        with self.assertRaisesRegex(ValueError, "LearningRateSchedule"):
+            model.fit(x, y, epochs=1, verbose=0, callbacks=[callbacks.TwoStageSchedule()])
+        self.assertIs(training.TwoStageSchedule, callbacks.TwoStageSchedule)

@@ -1,13 +1,21 @@
-"""Callbacks that feed the training loop's state to losses (epoch-annealed ECE)
-and keep BatchNorm statistics in step with the weights (precise BN)."""
+"""Callbacks that feed the training loop's state to losses (epoch-annealed ECE),
+keep BatchNorm statistics in step with the weights (precise BN) and run a
+two-stage learning-rate schedule (Goswami et al.)."""
 
 import itertools
+import math
+import warnings
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-__all__ = ["EpochVariableCallback", "PreciseBatchNormCallback", "batch_norm_layers"]
+__all__ = [
+    "EpochVariableCallback",
+    "PreciseBatchNormCallback",
+    "TwoStageSchedule",
+    "batch_norm_layers",
+]
 
 
 class EpochVariableCallback(keras.callbacks.Callback):
@@ -227,3 +235,167 @@ class PreciseBatchNormCallback(keras.callbacks.Callback):
     def on_train_end(self, logs=None):
         if self._stale:
             self.update()
+
+
+class TwoStageSchedule(keras.callbacks.Callback):
+    """Two-stage training: a high learning rate until the loss stops improving,
+    then the best checkpoint resumed at a low one (Goswami et al., Sec. 5.1).
+
+    ```python
+    lr = stage1_lr                                  # set at the start of fit
+    for each epoch:
+        logs["stage"], logs["learning_rate"] = stage, lr
+        if logs[monitor] improves on best by > min_delta: best, best_weights = it, weights
+        elif patience epochs without improvement:
+            weights = best_weights                  # the stage's best checkpoint
+            if stage == 1: stage, lr, best = 2, stage2_lr, inf   # resume from it
+            else: stop training
+    at the end of fit: weights = best_weights of the current stage
+    ```
+
+    Works with any compiled Keras model whose optimizer has a settable
+    learning rate (a float or variable, not a `LearningRateSchedule`); the
+    new rate is assigned to the optimizer's variable, so the compiled train
+    step is not retraced. Weights are saved in memory (`model.get_weights()`,
+    BatchNorm statistics and trainer centres included). Each epoch's logs get
+    `stage` (1 or 2) and `learning_rate`, so `History` holds them and a
+    report can split the curves by stage; the attributes `stage_start`,
+    `stage_end` (first and last epoch of each stage, inclusive),
+    `best_epoch` and `best_value` (per stage) say the same after `fit`.
+
+    Args:
+        stage1_lr: learning rate of stage 1 (paper: 1e-3, Adam).
+        stage2_lr: learning rate of stage 2 (paper: 1e-5).
+        monitor: the log to watch; the paper watches the training loss
+            (`"loss"`); `"val_loss"` or another metric also works.
+        patience: epochs without improvement that end a stage (the paper:
+            "before the loss started diverging", no number given).
+        min_delta: smallest change that counts as an improvement.
+        mode: `"min"` (losses) or `"max"` (accuracies).
+        stop_after_stage2: stop `fit` when stage 2's patience runs out (else
+            keep training at `stage2_lr` until `epochs`).
+
+    Note:
+        The paper does not say whether its checkpoint held the optimizer
+        state; here only the model weights are restored, the optimizer's
+        moments carry on. Stage 2 keeps its own best (its first epoch is
+        compared with nothing), and `fit` ends with that best. Calling `fit`
+        again starts over at stage 1.
+
+    Example:
+    ```python
+    trainer.compile(optimizer=keras.optimizers.Adam(1e-3))
+    schedule = tfcell.training.TwoStageSchedule(patience=5)
+    history = trainer.fit(train, validation_data=val, epochs=200, callbacks=[schedule])
+    history.history["stage"], schedule.stage_start   # {1: 0, 2: 37}
+    ```
+
+    Reference:
+    - Goswami et al., 2020, "Heterogeneity loss to handle intersubject and
+      intrasubject variability in cancer" (ICLR 2020 AI4AH workshop), Sec. 5.1
+    """
+
+    def __init__(
+        self,
+        stage1_lr=1e-3,
+        stage2_lr=1e-5,
+        monitor="loss",
+        patience=3,
+        min_delta=0.0,
+        mode="min",
+        stop_after_stage2=True,
+    ):
+        super().__init__()
+        for name, value in (("stage1_lr", stage1_lr), ("stage2_lr", stage2_lr)):
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise ValueError(
+                    f"TwoStageSchedule: {name} must be a positive float; received {value!r} "
+                    "(the paper: stage1_lr=1e-3, stage2_lr=1e-5)."
+                )
+        if not isinstance(patience, int) or patience < 1:
+            raise ValueError(
+                f"TwoStageSchedule: patience must be a positive int; received {patience!r}."
+            )
+        if float(min_delta) < 0:
+            raise ValueError(f"TwoStageSchedule: min_delta must be >= 0; received {min_delta!r}.")
+        if mode not in ("min", "max"):
+            raise ValueError(f"TwoStageSchedule: mode must be 'min' or 'max'; received {mode!r}.")
+        self.stage1_lr = float(stage1_lr)
+        self.stage2_lr = float(stage2_lr)
+        self.monitor = monitor
+        self.patience = patience
+        self.min_delta = float(min_delta)
+        self.mode = mode
+        self.stop_after_stage2 = bool(stop_after_stage2)
+        self._reset()
+
+    def _reset(self):
+        self.stage = 1
+        self.stage_start = {}
+        self.stage_end = {}
+        self.best_epoch = {}
+        self.best_value = {}
+        self._wait = 0
+        self._best = math.inf if self.mode == "min" else -math.inf
+        self._best_weights = None
+
+    def _set_learning_rate(self, value):
+        optimizer = self.model.optimizer
+        try:
+            optimizer.learning_rate = value
+        except (TypeError, ValueError, AttributeError) as error:
+            raise ValueError(
+                "TwoStageSchedule sets the optimizer's learning rate; compile with a "
+                "float learning rate (e.g. keras.optimizers.Adam(1e-3)), not a "
+                f"LearningRateSchedule; received {type(optimizer).__name__}."
+            ) from error
+
+    def _improved(self, value):
+        if self.mode == "min":
+            return value < self._best - self.min_delta
+        return value > self._best + self.min_delta
+
+    def on_train_begin(self, logs=None):
+        self._reset()
+        self._set_learning_rate(self.stage1_lr)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.stage_start.setdefault(self.stage, epoch)
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs if logs is not None else {}
+        logs["stage"] = self.stage
+        logs["learning_rate"] = float(
+            keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)
+        )
+        self.stage_end[self.stage] = epoch
+        value = logs.get(self.monitor)
+        if value is None:
+            warnings.warn(
+                f"TwoStageSchedule: `{self.monitor}` is not in the logs "
+                f"({sorted(logs)}); epoch {epoch} does not count.",
+                stacklevel=2,
+            )
+            return
+        value = float(value)
+        if self._improved(value):
+            self._best, self._wait = value, 0
+            self._best_weights = self.model.get_weights()
+            self.best_epoch[self.stage], self.best_value[self.stage] = epoch, value
+            return
+        self._wait += 1
+        if self._wait < self.patience:
+            return
+        if self.stage == 1:
+            # Resume from the stage-1 checkpoint at the low rate.
+            self.model.set_weights(self._best_weights)
+            self.stage = 2
+            self._wait = 0
+            self._best = math.inf if self.mode == "min" else -math.inf
+            self._set_learning_rate(self.stage2_lr)
+        elif self.stop_after_stage2:
+            self.model.stop_training = True
+
+    def on_train_end(self, logs=None):
+        if self._best_weights is not None:
+            self.model.set_weights(self._best_weights)
