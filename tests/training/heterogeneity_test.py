@@ -399,3 +399,24 @@ class LayerLossesAndSavingTest(test_case.TestCase):
         self.assertEqual(history.history["stage"], [1, 1, 1])
         self.assertAllClose(history.history["learning_rate"], [1e-3] * 3)
         self.assertEqual(schedule.stage_start, {1: 0})
+
+    def test_mirrored_with_layer_losses_and_unseen_subjects(self):
+        # Regulariser / replicas and masked subject terms: one mirrored step equals
+        # one device step (identical halves, so per-replica statistics are global).
+        half = make_batch(4, seed=1)
+        half["subject"] = np.array([0, 9, 1, -1], "int32")
+        batch = {k: np.concatenate([v, v]) for k, v in half.items()}
+
+        def run(strategy):
+            keras.utils.set_random_seed(7)
+            with strategy.scope():
+                trainer = make_trainer_with(SUBJECT_LABELS, keras.regularizers.L2(0.2))
+                trainer.compile(optimizer=keras.optimizers.SGD(0.5))
+            history = trainer.fit(tf.data.Dataset.from_tensors(batch), epochs=1, verbose=0)
+            return [w.numpy() for w in trainer.trainable_weights], history.history["loss"][0]
+
+        single_w, single_loss = run(tf.distribute.OneDeviceStrategy("/cpu:0"))
+        mirrored_w, mirrored_loss = run(test_case.two_cpu_strategy())
+        self.assertAllClose(mirrored_loss, single_loss, atol=1e-5)
+        for a, b in zip(mirrored_w, single_w):
+            self.assertAllClose(a, b, atol=1e-5)
