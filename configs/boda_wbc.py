@@ -196,9 +196,9 @@ def get_config(arg=None):
     config.training.epochs = 17
     config.training.patience = 0  # DomainBed keeps the best checkpoint; no early stop.
     config.training.selection = "val_macro_f1"  # The poster's imbalanced metric.
-    # mdlt's data_augmentation: random resized crop, flip, colour jitter 0.3,
-    # grayscale 0.1. Here flips, rotation, brightness/contrast/saturation jitter
-    # (tfcell.data.PerImageAugmentation); the same for every method.
+    # mdlt's data_augmentation: colour jitter 0.3 (brightness, contrast, saturation,
+    # hue), grayscale 0.1, flip, random resized crop; here the same jitter and
+    # grayscale, flips and any rotation (tfcell.papers.boda._augmentation).
     config.training.augment = "jitter"  # "jitter" | "dihedral" | "" (none)
     config.training.verbose = 2
     config.training.tensorboard = False

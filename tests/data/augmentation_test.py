@@ -3,6 +3,7 @@
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from tfcell.data import augmentation as aug
 from tfcell.data import pipeline, synthetic
@@ -321,3 +322,21 @@ def test_dihedral_in_from_records(tmp_path):
         assert out.dtype == np.float32
         for o, x in zip(out, plain):
             _which(o, x, _dihedral_reference)
+
+
+def test_grayscale_probability_on_both_paths():
+    rng = np.random.default_rng(0)
+    images = tf.constant(rng.uniform(0, 255, (64, 8, 8, 3)).astype("float32"))
+    kwargs = dict(flips=False, rotation=0.0, brightness=0.0, contrast=0.0)
+    seed = tf.constant([1, 2], tf.int64)
+    always = aug.BatchAugmentation(grayscale=1.0, **kwargs)(images, seed).numpy()
+    np.testing.assert_allclose(always[..., 0], always[..., 2], atol=1e-4)
+    never = aug.BatchAugmentation(grayscale=0.0, **kwargs)(images, seed).numpy()
+    np.testing.assert_allclose(never, images.numpy(), atol=1e-4)
+    some = aug.BatchAugmentation(grayscale=0.5, **kwargs)(images, seed).numpy()
+    grey = np.all(np.abs(some[..., 0] - some[..., 2]) < 1e-3, axis=(1, 2))
+    assert 10 < grey.sum() < 54  # About half the images, never all or none.
+    one = aug.PerImageAugmentation(grayscale=1.0, **kwargs)(images[0], seed).numpy()
+    np.testing.assert_allclose(one[..., 0], one[..., 1], atol=1e-4)
+    with pytest.raises(ValueError, match="grayscale"):
+        aug.PerImageAugmentation(grayscale=2.0)

@@ -82,6 +82,8 @@ class _Draws:
         self.hue = uniform(5, -aug.hue, aug.hue) if aug.hue else None
         s = aug.saturation
         self.saturation = uniform(6, 1 - s, 1 + s) if s else None
+        grey = getattr(aug, "grayscale", 0.0)
+        self.grayscale = uniform(7, 0, 1) < grey if grey else None
 
 
 def _apply(aug, images, draws, size_out=None):
@@ -106,6 +108,9 @@ def _apply(aug, images, draws, size_out=None):
         grey = tf.image.rgb_to_grayscale(images)
         s = tf.reshape(draws.saturation, (-1, 1, 1, 1))
         images = grey + s * (images - grey)
+    if draws.grayscale is not None:
+        grey = tf.broadcast_to(tf.image.rgb_to_grayscale(images), tf.shape(images))
+        images = tf.where(tf.reshape(draws.grayscale, (-1, 1, 1, 1)), grey, images)
     return tf.clip_by_value(images, 0.0, 255.0)
 
 
@@ -119,7 +124,9 @@ class PerImageAugmentation:
     run after run. Operations: left-right and up-down flips (p=0.5 each),
     rotation by an angle in [-rotation, rotation] degrees (reflect fill),
     brightness (+-brightness of 255), contrast (factor in [1 - contrast,
-    1 + contrast] about the per-channel mean), hue and saturation.
+    1 + contrast] about the per-channel mean), hue, saturation, and with
+    probability `grayscale` the grey image (torchvision's RandomGrayscale, in
+    mdlt's training augmentation).
 
     `fuse_resize=True` (opt-in): inside `from_records` the resize to the target
     size, the flips and the rotation become one projective transform of the
@@ -143,6 +150,7 @@ class PerImageAugmentation:
         hue=0.0,
         saturation=0.0,
         fuse_resize=False,
+        grayscale=0.0,
     ):
         self.flips = flips
         self.rotation = rotation
@@ -151,6 +159,9 @@ class PerImageAugmentation:
         self.hue = hue
         self.saturation = saturation
         self.fuse_resize = fuse_resize
+        if not 0.0 <= grayscale <= 1.0:
+            raise ValueError(f"grayscale is a probability in [0, 1]; received {grayscale!r}.")
+        self.grayscale = float(grayscale)
 
     def resize_and_augment(self, image, size, seed):
         """One decoded image (H, W, 3) -> augmented float32 `size` image."""
@@ -198,6 +209,10 @@ class PerImageAugmentation:
             image = tf.image.stateless_random_saturation(
                 image, 1 - self.saturation, 1 + self.saturation, seeds[6]
             )
+        if self.grayscale:
+            draw = tf.random.stateless_uniform([], seeds[7], 0.0, 1.0)
+            grey = tf.broadcast_to(tf.image.rgb_to_grayscale(image), tf.shape(image))
+            image = tf.where(draw < self.grayscale, grey, image)
         return tf.clip_by_value(image, 0.0, 255.0)
 
 

@@ -20,11 +20,19 @@ __all__ = ["PBC", "WBC", "BoDAProtocol", "PBCProtocol"]
 
 
 def _augmentation(config):
-    """`config.training.augment`: True / "jitter" (the domain runs): flips, any
-    rotation (a cell has no orientation), brightness, contrast and saturation
-    jitter, as mdlt trains with flips and colour jitter; "dihedral" (the PBC
-    in-domain benchmark: one scanner, no stain shift to cover): the 8 flips and
-    quarter turns, exact pixels; False: none. The same for every method."""
+    """`config.training.augment`, the same for every method:
+
+    "jitter" (the domain runs): mdlt's training augmentation (`mdlt/dataset/
+    datasets.py`: ColorJitter(0.3, 0.3, 0.3, 0.3), RandomGrayscale(0.1),
+    horizontal flip, RandomResizedCrop(0.7, 1)) with tfcell's fast stateless
+    ops: brightness shift up to 0.3 x 255 (torchvision multiplies by [0.7,
+    1.3]), contrast and saturation factors in [0.7, 1.3], hue shift up to 0.3
+    of the colour circle, grey with probability 0.1, both flips and any
+    rotation (a cell has no orientation) instead of the resized crop (the
+    field of view is fixed in micrometres, `tfcell.data.physical_scale`).
+    "dihedral" (the PBC in-domain benchmark: one scanner, no stain shift to
+    cover): the 8 flips and quarter turns, exact pixels. "" : none.
+    """
     augment = config.training.get("augment")
     if not augment:
         return None
@@ -34,12 +42,12 @@ def _augmentation(config):
         return augmentation.RandomDihedral()
     if augment not in (True, "jitter"):
         raise ValueError(
-            f"config.training.augment must be True, 'jitter', 'dihedral' or False; "
-            f"received {augment!r}."
+            f"config.training.augment must be 'jitter', 'dihedral' or ''; received {augment!r}."
         )
     return augmentation.PerImageAugmentation(
-        flips=True, rotation=180.0, brightness=0.1, contrast=0.3, saturation=0.3
-    )
+        flips=True, rotation=180.0, brightness=0.3, contrast=0.3, saturation=0.3, hue=0.3,
+        grayscale=0.1,
+    )  # fmt: skip
 
 
 class BoDAProtocol(protocol.Protocol):
