@@ -14,7 +14,7 @@ Its numbers live in `configs/boda_wbc.py`, its command in
 """
 
 from tfcell.experiments import protocol
-from tfcell.papers.boda import methods, report, settings
+from tfcell.papers.boda import methods, pbc, report, settings
 
 __all__ = ["PBC", "WBC", "BoDAProtocol", "PBCProtocol"]
 
@@ -91,7 +91,7 @@ class PBCProtocol(protocol.Protocol):
     docs_marker = "boda_pbc:measured"
 
     def settings(self, config, repeat):
-        return settings.pbc_settings(config, repeat)
+        return pbc.pbc_settings(config, repeat)
 
     def methods(self, config):
         return {n: methods.METHODS[n] for n in config.methods}
@@ -100,13 +100,13 @@ class PBCProtocol(protocol.Protocol):
         return _augmentation(config)
 
     def write_report(self, workdir, config, records, run_info):
-        return report.write_pbc_report(workdir, config, records, run_info)
+        return pbc.write_pbc_report(workdir, config, records, run_info)
 
     def collect(self, name, config, records, run_info):
-        return report.pbc_section(name, config, records, run_info)
+        return pbc.pbc_section(name, config, records, run_info)
 
     def result_line(self, config, records, run_info):
-        return report.pbc_result_line(config, records, run_info)
+        return pbc.pbc_result_line(config, records, run_info)
 
 
 WBC = BoDAProtocol()

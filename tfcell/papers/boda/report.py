@@ -13,18 +13,16 @@ import os
 
 import numpy as np
 
-from tfcell.evaluation import plots, report, statistics
+from tfcell.evaluation import report, statistics
+from tfcell.papers.boda import figures as figures_lib
 
 __all__ = [
     "collect_section",
     "cv_table",
     "lodo_table",
     "paired_tests_table",
-    "pbc_result_line",
-    "pbc_section",
     "rare_recall_table",
     "result_line",
-    "write_pbc_report",
     "write_report",
 ]
 
@@ -254,89 +252,6 @@ def terms_table(records, config):
     return report.markdown_table(["Method"] + list(terms), body)
 
 
-def _mean_confusion(rows):
-    return np.nanmean(np.stack([np.asarray(r["confusion"], "float64") for r in rows]), axis=0)
-
-
-def _confusions(workdir, records, test_set, figures):
-    """Mean row-normalised confusion on the unseen domain for ERM and BoDA."""
-    lines = []
-    for method in ("erm", "boda"):
-        rows = [r for r in _select(records, "cv_", test_set) if r["method"] == method]
-        if not rows:
-            continue
-        name = f"confusion_unseen_{method}.png"
-        plots.plot_confusion_matrix(
-            _mean_confusion(rows), rows[0]["class_names"], os.path.join(figures, name),
-            title=f"{rows[0].get('title', method)} on {test_set[5:]} (mean over folds)",
-        )  # fmt: skip
-        lines.append(f"![{method}](figures/{name})")
-    return lines
-
-
-def feature_figure(workdir, config, protocol, path, methods=("erm", "boda"), setting="cv_fold0"):
-    """t-SNE of the penultimate features (the featurizer's output) of the source
-    validation images and the unseen domain, for each of `methods`, coloured by
-    domain and by class: one PNG of 2 x len(methods) panels. Returns the path,
-    or None when the models or data are missing."""
-    from matplotlib import figure as mpl_figure
-    from matplotlib.backends import backend_agg
-    from sklearn import manifold
-
-    from tfcell import models as models_lib
-
-    found = [
-        m for m in methods
-        if os.path.exists(os.path.join(workdir, "jobs", setting, "r0", m, "model.keras"))
-    ]  # fmt: skip
-    if len(found) < 1:
-        return None
-    settings = {s.name: s for s in protocol.settings(config, 0)}
-    if setting not in settings:
-        return None
-    s = settings[setting]
-    data = protocol.task.prepare(s, config, None)
-    parts = ["val"] + [p for p in s.test_parts if p != "test:sources" and "extra_" not in p]
-    rng = np.random.default_rng(0)
-    per_part = max(10, int(config.report.feature_points) // len(parts))
-    rows = np.concatenate(
-        [rng.permutation(s.parts[p])[:per_part] for p in parts if len(s.parts[p])]
-    )
-    images = np.asarray(data.images[rows], "float32")
-    domains = s.records["domain"].astype(str).to_numpy()[rows]
-    labels = s.records["label"].to_numpy()[rows]
-    fig = mpl_figure.Figure(figsize=(5.0 * len(found), 9.0))
-    backend_agg.FigureCanvasAgg(fig)
-    for col, method in enumerate(found):
-        model = models_lib.load_model(
-            os.path.join(workdir, "jobs", setting, "r0", method, "model.keras")
-        )
-        features = np.asarray(model.featurizer.predict(images, batch_size=128, verbose=0))
-        perplexity = float(min(30.0, max(5.0, (len(features) - 1) / 3.0)))
-        embedded = manifold.TSNE(
-            2, perplexity=perplexity, init="pca", random_state=0
-        ).fit_transform(features)
-        for row, (values, names, title) in enumerate(
-            (
-                (domains, sorted(set(domains)), "domain"),
-                (labels, list(range(len(s.class_names))), "class"),
-            )
-        ):
-            ax = fig.add_subplot(2, len(found), row * len(found) + col + 1)
-            for k, value in enumerate(names):
-                sel = values == value
-                if sel.any():
-                    label = value if title == "domain" else s.class_names[value]
-                    ax.scatter(*embedded[sel].T, s=4, label=label, color=f"C{k % 10}")
-            ax.set_title(f"{method}: coloured by {title}")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            ax.legend(fontsize=6, markerscale=2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    return path
-
-
 def _write(workdir, lines):
     path = os.path.join(workdir, "report.md")
     with open(path, "w") as f:
@@ -420,11 +335,11 @@ def write_report(workdir, config, records, run_info, protocol=None):
         ]
         if config.report.figures:
             lines += ["Confusion matrices on the unseen domain (rows normalised):", ""]
-            lines += _confusions(workdir, records, unseen, figures)
+            lines += figures_lib.confusions(workdir, records, unseen, figures)
             lines.append("")
             path = None
             if protocol is not None:
-                path = feature_figure(
+                path = figures_lib.feature_figure(
                     workdir, config, protocol, os.path.join(figures, "features_tsne.png")
                 )
             if path:
@@ -521,69 +436,3 @@ def result_line(config, records, run_info):
 
 
 # --------------------------------------------------------------------- PBC
-
-
-def _pbc_table(records, config):
-    rows = [r for r in _singles(records) if r.get("test_set") == "test"]
-    anchors = _get(config, "paper", "bloodmnist", default={}) or {}
-    header = ["Model", "test accuracy", "macro-F1", "epochs", "train time (min)"]
-    body = [
-        [
-            f"ERM, {config['model']['backbone']} at {config['data']['image_size']} px (measured)",
-            _cell([r["accuracy"] for r in rows]),
-            _cell([r["f1"] for r in rows]),
-            str(rows[0].get("epochs", "-")) if rows else "-",
-            statistics.format_mean_std(
-                [r.get("train_time_s", float("nan")) / 60 for r in rows], digits=1
-            ),
-        ]
-    ]
-    for name, value in dict(anchors).items():
-        body.append([f"BloodMNIST (MedMNIST v2, 28 px): {name}", f"{value:.3f}", "-", "-", "-"])
-    return report.markdown_table(header, body)
-
-
-def write_pbc_report(workdir, config, records, run_info):
-    rows = [r for r in _singles(records) if r.get("test_set") == "test"]
-    lines = [
-        f"# {config.title}",
-        "",
-        "Anchors: MedMNIST v2 (Yang et al., Sci. Data 10:41, 2023), BloodMNIST: the same "
-        "PBC images at 28 px, its own 7:1:2 split.",
-        "",
-        f"Data: {records[0].get('description', '') if records else ''}; train "
-        f"{rows[0]['num_train'] if rows else '-'}, validation {rows[0]['num_val'] if rows else '-'}, "
-        f"test {rows[0]['num_test'] if rows else '-'} (stratified 7:1:2).",
-        "",
-        f"ERM with `{config.model.backbone}` {tuple(config.model.widths)} at "
-        f"{config.data.image_size} px, Adam {config.optimizer.learning_rate}, batch "
-        f"{config.training.batch_size}, {config.training.epochs} epochs, augmentation "
-        f"`{config.training.augment}`; the epoch with the best validation macro-F1 is kept. "
-        f"{run_info.get('hardware', '')}; whole run {run_info.get('elapsed_min', 0.0):.1f} min.",
-        "",
-        "## PBC 8 classes, in-domain, beside MedMNIST v2 BloodMNIST",
-        "",
-        _pbc_table(records, config),
-        "",
-    ]
-    return _write(workdir, lines)
-
-
-def pbc_section(name, config, records, run_info):
-    minutes = run_info.get("elapsed_min", float("nan"))
-    return (
-        f"### `{name}`: {config['title']}\n\n{run_info.get('hardware', '')}, whole run "
-        f"{minutes:.0f} min (decoding included).\n\n" + _pbc_table(records, config) + "\n"
-    )
-
-
-def pbc_result_line(config, records, run_info):
-    rows = [r for r in _singles(records) if r.get("test_set") == "test"]
-    if not rows:
-        return ""
-    return (
-        f"Result (PBC 8 classes, in-domain): test accuracy {_cell([r['accuracy'] for r in rows])} "
-        f"at {config['data']['image_size']} px; BloodMNIST anchors (28 px): ResNet-18 0.958, "
-        f"AutoML Vision 0.966; {run_info.get('hardware', '')}, "
-        f"{run_info.get('elapsed_min', float('nan')):.0f} min"
-    )
