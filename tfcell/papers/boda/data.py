@@ -26,7 +26,7 @@ import pandas as pd
 from tfcell.data import paths, physical_scale, synthetic, wbc
 from tfcell.experiments import settings
 
-__all__ = ["extra_domains", "shared_root", "wbc_records"]
+__all__ = ["check_contract", "extra_domains", "shared_root", "wbc_records"]
 
 
 def shared_root():
@@ -201,3 +201,15 @@ def _estimate_scales(records, config):
         records.loc[records["domain"].astype(str) == domain, "um_per_px"] = estimate["um_per_px"]
         filled[domain] = estimate
     return filled
+
+
+def check_contract(records, config):
+    """The data's class order is the one config.json promises for the networks
+    (`config.input_contract.class_names`)."""
+    promised = tuple(config.input_contract.class_names)
+    found = tuple(records.attrs["class_names"])
+    if found != promised:
+        raise ValueError(
+            f"The data's classes {found} differ from config.input_contract.class_names "
+            f"{promised}; set config.data.label_space to match the data."
+        )

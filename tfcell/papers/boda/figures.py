@@ -10,29 +10,22 @@ from tfcell.evaluation import plots
 __all__ = ["confusions", "feature_figure"]
 
 
-def _select_rows(records, prefix, test_set):
-    return [
-        r for r in records
-        if r.get("kind", "single") == "single" and r["setting"].startswith(prefix)
-        and r.get("test_set") == test_set
-    ]  # fmt: skip
-
-
 def _mean_confusion(rows):
     return np.nanmean(np.stack([np.asarray(r["confusion"], "float64") for r in rows]), axis=0)
 
 
-def confusions(workdir, records, test_set, figures):
-    """Mean row-normalised confusion on the unseen domain for ERM and BoDA."""
+def confusions(rows, test_set, figures):
+    """Mean row-normalised confusion of ERM and BoDA over `rows` (the records of
+    the unseen domain `test_set`); returns the markdown image lines."""
     lines = []
     for method in ("erm", "boda"):
-        rows = [r for r in _select_rows(records, "cv_", test_set) if r["method"] == method]
-        if not rows:
+        mine = [r for r in rows if r["method"] == method]
+        if not mine:
             continue
         name = f"confusion_unseen_{method}.png"
         plots.plot_confusion_matrix(
-            _mean_confusion(rows), rows[0]["class_names"], os.path.join(figures, name),
-            title=f"{rows[0].get('title', method)} on {test_set[5:]} (mean over folds)",
+            _mean_confusion(mine), mine[0]["class_names"], os.path.join(figures, name),
+            title=f"{mine[0].get('title', method)} on {test_set[5:]} (mean over folds)",
         )  # fmt: skip
         lines.append(f"![{method}](figures/{name})")
     return lines

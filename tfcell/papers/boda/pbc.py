@@ -7,20 +7,10 @@ import pathlib
 from tfcell.data import synthetic, wbc
 from tfcell.evaluation import report, statistics
 from tfcell.experiments import settings
-from tfcell.papers.boda.data import shared_root
+from tfcell.papers.boda.data import check_contract, shared_root
 from tfcell.papers.boda.report import _cell, _get, _singles, _write
 
 __all__ = ["pbc_result_line", "pbc_section", "pbc_settings", "write_pbc_report"]
-
-
-def _check_contract(table, config):
-    promised = tuple(config.input_contract.class_names)
-    found = tuple(table.attrs["class_names"])
-    if found != promised:
-        raise ValueError(
-            f"The data's classes {found} differ from config.input_contract.class_names "
-            f"{promised}; set config.data.label_space to match the data."
-        )
 
 
 def pbc_settings(config, repeat):
@@ -37,7 +27,7 @@ def pbc_settings(config, repeat):
         where, synthetic_data = f"PBC (Acevedo-20) 8 classes from {folder}", False
     seed = config.seed + repeat
     if not table.attrs.get("synthetic"):
-        _check_contract(table, config)
+        check_contract(table, config)
     table = settings.subsample(table, config.data.max_per_domain, seed)
     return [
         settings.holdout(

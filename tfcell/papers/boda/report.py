@@ -335,7 +335,7 @@ def write_report(workdir, config, records, run_info, protocol=None):
         ]
         if config.report.figures:
             lines += ["Confusion matrices on the unseen domain (rows normalised):", ""]
-            lines += figures_lib.confusions(workdir, records, unseen, figures)
+            lines += figures_lib.confusions(_select(records, "cv_", unseen), unseen, figures)
             lines.append("")
             path = None
             if protocol is not None:

@@ -152,17 +152,6 @@ def cv_settings(records, config, seed, description, synthetic_data):
     return out
 
 
-def _check_contract(records, config):
-    """The data's class order is the one config.json promises for the networks."""
-    promised = tuple(config.input_contract.class_names)
-    found = tuple(records.attrs["class_names"])
-    if found != promised:
-        raise ValueError(
-            f"The data's classes {found} differ from config.input_contract.class_names "
-            f"{promised}; set config.data.label_space to match the data."
-        )
-
-
 def wbc_settings(config, repeat, records_cache=None):
     """The settings of one repeat: LODO every repeat, the k folds at repeat 0."""
     key = "records"
@@ -172,7 +161,7 @@ def wbc_settings(config, repeat, records_cache=None):
         records, synthetic_data, description = data.wbc_records(config)
         if records_cache is not None:
             records_cache[key] = (records, synthetic_data, description)
-    _check_contract(records, config)
+    data.check_contract(records, config)
     seed = config.seed + repeat
     out = []
     for protocol in config.data.protocols:
