@@ -66,11 +66,14 @@ def per_class_metrics(y_true, y_pred, num_classes):
     `f1_macro_present` averages over the classes present in `y_true` (the
     BoDA poster's F1-macro, sklearn's default label set when nothing
     predicts an absent class). `f1_micro` equals accuracy for single-label
-    predictions.
+    predictions. `f1_weighted` is the per-class F1 averaged with the
+    classes' support as weights (sklearn `average="weighted"`: the C-NMC
+    challenge's and the heterogeneity-loss paper's weighted-F1).
 
     Returns:
-        A dict: `f1_micro`, `f1_macro_present`, `recall_per_class` (a list of C
-        values, None for a class absent from `y_true`) and `support_per_class`.
+        A dict: `f1_micro`, `f1_macro_present`, `f1_weighted`,
+        `recall_per_class` (a list of C values, None for a class absent from
+        `y_true`) and `support_per_class`.
     """
     y_true, y_pred = _labels(y_true), np.asarray(y_pred).reshape(-1)
     present = sorted(set(y_true.tolist()))
@@ -84,6 +87,12 @@ def per_class_metrics(y_true, y_pred, num_classes):
         ),
         "f1_macro_present": float(
             skm.f1_score(y_true, y_pred, labels=present, average="macro", zero_division=0)
+        ),
+        "f1_weighted": float(
+            skm.f1_score(
+                y_true, y_pred, labels=list(range(num_classes)), average="weighted",
+                zero_division=0,
+            )
         ),
         "recall_per_class": [
             float(r) if support[c] else None for c, r in enumerate(recall.tolist())

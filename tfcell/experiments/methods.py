@@ -167,7 +167,8 @@ class TrainerMethod(Method):
 
 
 def make_backbone(model_config, image_shape):
-    """A backbone from `config.model.backbone` (vgg19 | resnet50 | alexnet | cct | small_cnn),
+    """A backbone from `config.model.backbone` (vgg19 | resnet50 | inception_v3 | alexnet |
+    cct | small_cnn),
     with `widths`, `weights` and further keyword arguments from `config.model`."""
     from tfcell import models
 
@@ -177,6 +178,8 @@ def make_backbone(model_config, image_shape):
         return models.vgg19(shape, weights=model_config.get("weights") or None)
     if name == "resnet50":
         return models.resnet50(shape, weights=model_config.get("weights") or None)
+    if name == "inception_v3":
+        return models.inception_v3(shape, weights=model_config.get("weights") or None)
     if name == "alexnet":
         return models.alexnet(shape, widths=tuple(model_config.get("widths") or (32, 32, 64)))
     if name == "cct":
@@ -184,7 +187,8 @@ def make_backbone(model_config, image_shape):
     if name == "small_cnn":
         return models.small_cnn(shape, widths=tuple(model_config.get("widths") or (16, 32, 64)))
     raise ValueError(
-        f"config.model.backbone must be vgg19, resnet50, alexnet, cct or small_cnn; "
+        f"config.model.backbone must be vgg19, resnet50, inception_v3, alexnet, cct or "
+        "small_cnn; "
         f"received {name!r}."
     )
 

@@ -9,6 +9,11 @@ the runner, the sweep and the collector find it there. The harness calls:
     hparams(config, name)        -> dict                 default: config.loss[name]
     augmentation(config, seed)   -> augmentation or None (training batches)
     combine(setting, outputs, config) -> {name: [records]}  e.g. ensembles
+    combined_names(config)       -> [name]               what combine_repeat makes
+    combine_repeat(settings, outputs, config) -> {name: [records]}
+                                 across a repeat's settings, e.g. the ensemble
+                                 of k fold models on a shared test part; stored
+                                 as jobs `combined/r<repeat>/<name>`
     write_report(workdir, config, records, run_info) -> path of report.md
     collect(name, config, records, run_info) -> markdown for docs/papers.md
     result_line(config, records, run_info)   -> the script docstring's line
@@ -47,6 +52,16 @@ class Protocol:
     def combine(self, setting, outputs, config):
         """`{name: [records]}` computed from finished jobs' saved outputs
         (`{method name: outputs dict}`); default none."""
+        return {}
+
+    def combined_names(self, config):
+        """The names `combine_repeat` returns (so a resumed run knows they are done)."""
+        return []
+
+    def combine_repeat(self, settings, outputs, config):
+        """`{name: [records]}` from every setting of one repeat: `settings` (in
+        order) and `outputs` (`{setting name: {method name: outputs dict}}`);
+        default none."""
         return {}
 
     def write_report(self, workdir, config, records, run_info):

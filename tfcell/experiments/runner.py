@@ -5,6 +5,7 @@
             for name, method in protocol.methods(config).items():
                 job "<setting>/r<repeat>/<name>": train, select, calibrate, evaluate
             protocol.combine(...)                          # e.g. ensembles, from saved outputs
+        protocol.combine_repeat(...)                       # across settings: fold ensembles
     protocol.write_report(...); done
 
 Finished jobs are skipped when the same command runs again (`workdir.Workdir`),
@@ -21,6 +22,7 @@ import time
 import keras
 import tensorflow as tf
 
+from tfcell.experiments import protocol as protocol_lib
 from tfcell.experiments import tasks
 from tfcell.experiments import workdir as workdir_lib
 from tfcell.training import strategy as strategy_lib
@@ -64,6 +66,35 @@ def _keep_model(config, repeat):
     return keep < 0 or repeat < keep
 
 
+def _combine_repeat(protocol, wd, config, repeat, seed, settings, keys):
+    """`protocol.combine_repeat` over every setting of a repeat (e.g. the
+    ensemble of the fold models of a k-fold protocol on a shared test set);
+    its records are stored as jobs `combined/r<repeat>/<name>`."""
+    if type(protocol).combine_repeat is protocol_lib.Protocol.combine_repeat:
+        return  # Not overridden: nothing to load.
+    pending = [
+        n for n in protocol.combined_names(config)
+        if not wd.is_finished(workdir_lib.job_key("combined", repeat, n))
+    ]  # fmt: skip
+    if not pending:
+        return
+    outputs = {s: {n: wd.outputs(k) for n, k in ks.items()} for s, ks in keys.items()}
+    combined = protocol.combine_repeat(settings, outputs, config)
+    for name, records in combined.items():
+        key = workdir_lib.job_key("combined", repeat, name)
+        if wd.is_finished(key):
+            continue
+        first = settings[0]
+        common = {
+            "setting": "combined",
+            "repeat": repeat,
+            "seed": seed,
+            "synthetic": first.synthetic,
+            "class_names": list(first.class_names),
+        }
+        wd.finish(key, [{**common, **r} for r in records])
+
+
 def run(protocol, config, workdir, restart=False):
     """Runs (or resumes) every job; returns the path of `report.md`.
 
@@ -86,6 +117,7 @@ def run(protocol, config, workdir, restart=False):
     trained = 0
     for repeat in range(config.num_repeats):
         seed = config.seed + repeat
+        repeat_settings, repeat_keys = [], {}
         for setting in protocol.settings(config, repeat):
             keys = {n: workdir_lib.job_key(setting.name, repeat, n) for n in methods}
             pending = [n for n, k in keys.items() if not wd.is_finished(k)]
@@ -144,6 +176,9 @@ def run(protocol, config, workdir, restart=False):
                 key = workdir_lib.job_key(setting.name, repeat, name)
                 if not wd.is_finished(key):
                     wd.finish(key, [{**base_record(setting, repeat, seed), **r} for r in combined])
+            repeat_settings.append(setting)
+            repeat_keys[setting.name] = keys
+        _combine_repeat(protocol, wd, config, repeat, seed, repeat_settings, repeat_keys)
     elapsed = time.perf_counter() - start
     previous = 0.0
     run_json = os.path.join(wd.path, "run.json")

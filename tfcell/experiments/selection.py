@@ -27,7 +27,7 @@ __all__ = ["SELECTION_METRICS", "NaNLossError", "StopOnNaN", "ValidationSelectio
 
 logger = logging.getLogger("tfcell.experiments")
 
-SELECTION_METRICS = ("val_macro_f1", "val_accuracy")
+SELECTION_METRICS = ("val_macro_f1", "val_accuracy", "none")
 
 
 class NaNLossError(FloatingPointError):
@@ -46,7 +46,13 @@ class ValidationSelection(keras.callbacks.Callback):
             mode (e.g. `lambda: model.predict(val_images)`).
         labels: `(N,)` validation labels.
         num_classes: C.
-        monitor: "val_macro_f1" or "val_accuracy".
+        monitor: "val_macro_f1" or "val_accuracy"; or "none": evaluate and
+            log every epoch (validation curves) but select nothing, stop
+            nothing and restore nothing: the method's own callbacks decide
+            which weights the model ends with (e.g. the heterogeneity paper's
+            `tfcell.training.TwoStageSchedule`, which keeps the best epoch by
+            training loss, so that the validation fold stays an honest
+            estimate). `best_epoch` is then the last epoch.
         patience: epochs without improvement before stopping (0 = never stop).
         min_delta: the smallest improvement that counts.
 
@@ -94,6 +100,9 @@ class ValidationSelection(keras.callbacks.Callback):
         self.history.append(values)
         if logs is not None:
             logs.update(values)
+        if self.monitor == "none":
+            self.best_value, self.best_epoch = values["val_macro_f1"], epoch
+            return
         value = values[self.monitor]
         if value > self.best_value + self.min_delta or self.best_weights is None:
             self.best_value, self.best_epoch = value, epoch

@@ -225,6 +225,11 @@ class ClassificationTask:
             setting, config.data.image_size, cache_dir, in_memory=config.data.get("in_memory", True)
         )
 
+    def fit_kwargs(self, job, batch_size):
+        """Further keyword arguments of `fit` (e.g. `validation_data`, for a
+        validation loss curve); none by default."""
+        return {}
+
     def run_job(self, job):
         config, data, setting = job.config, job.data, job.data.setting
         train_cfg = config.training
@@ -283,6 +288,7 @@ class ClassificationTask:
             callbacks=callbacks,
             shuffle=False,  # The dataset reshuffles itself every epoch (seeded).
             verbose=train_cfg.verbose if job.verbose is None else job.verbose,
+            **self.fit_kwargs(job, batch_size),
         )
         train_time = time.perf_counter() - start
         nan_stop.check()

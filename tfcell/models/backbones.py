@@ -21,6 +21,7 @@ __all__ = [
     "SequencePooling",
     "alexnet",
     "cct",
+    "inception_v3",
     "resnet50",
     "small_cnn",
     "vgg19",
@@ -30,6 +31,7 @@ logger = logging.getLogger("tfcell.models")
 
 _VGG19_NOTOP = "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5"
 _RESNET50_NOTOP = "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
+_INCEPTION_V3_NOTOP = "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5"
 _WEIGHTS_HOST = ("storage.googleapis.com", 443)
 
 
@@ -184,6 +186,33 @@ def resnet50(input_shape=(224, 224, 3), weights=None, pooling="avg", name="resne
     inputs = keras.Input(input_shape, name="image")
     x = CaffePreprocess(name="caffe_preprocess")(inputs)  # ResNet50's "caffe" mode.
     base = keras.applications.ResNet50(
+        include_top=False, weights=weights, input_shape=input_shape, pooling=pooling
+    )
+    return keras.Model(inputs, base(x), name=name)
+
+
+def inception_v3(input_shape=(299, 299, 3), weights=None, pooling="avg", name="inception_v3"):
+    """Inception-v3 (`keras.applications.InceptionV3`, no top), pooled: the
+    backbone of the heterogeneity-loss paper (Goswami et al. 2020, Sec. 4.2:
+    ImageNet-pretrained, 299 x 299 crops; its 2048 pooled features are the
+    deep features the centre losses act on).
+
+    Args:
+        input_shape: image shape (299 x 299 x 3 in the paper; at least 75 x 75).
+        weights: None (random init), "imagenet" (cached or downloaded; offline: a
+            loud warning and random init, never a hang), or the path of the
+            no-top `.h5` weight file.
+        pooling: "avg" or "max".
+        name: model name.
+
+    Returns:
+        A `keras.Model` from `[0, 255]` RGB images to 2048 features (the "tf"
+        preprocessing, `x / 127.5 - 1`, is a `Rescaling` layer inside).
+    """
+    weights = _resolve_weights(weights, _INCEPTION_V3_NOTOP, "inception_v3")
+    inputs = keras.Input(input_shape, name="image")
+    x = keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name="tf_preprocess")(inputs)
+    base = keras.applications.InceptionV3(
         include_top=False, weights=weights, input_shape=input_shape, pooling=pooling
     )
     return keras.Model(inputs, base(x), name=name)

@@ -246,7 +246,7 @@ class TwoStageSchedule(keras.callbacks.Callback):
     for each epoch:
         logs["stage"], logs["learning_rate"] = stage, lr
         if logs[monitor] improves on best by > min_delta: best, best_weights = it, weights
-        elif patience epochs without improvement:
+        elif patience epochs without improvement (or stage 1 ran stage1_max_epochs):
             weights = best_weights                  # the stage's best checkpoint
             if stage == 1: stage, lr, best = 2, stage2_lr, inf   # resume from it
             else: stop training
@@ -274,6 +274,11 @@ class TwoStageSchedule(keras.callbacks.Callback):
         mode: `"min"` (losses) or `"max"` (accuracies).
         stop_after_stage2: stop `fit` when stage 2's patience runs out (else
             keep training at `stage2_lr` until `epochs`).
+        stage1_max_epochs: optional epoch budget of stage 1: stage 2 starts
+            after this many stage-1 epochs even if the loss still improves
+            (None: only the loss decides, as in the paper). For short CPU
+            schedules, where the training loss rarely stops falling within
+            the budget and stage 2 would otherwise never run.
 
     Note:
         The paper does not say whether its checkpoint held the optimizer
@@ -304,8 +309,17 @@ class TwoStageSchedule(keras.callbacks.Callback):
         min_delta=0.0,
         mode="min",
         stop_after_stage2=True,
+        stage1_max_epochs=None,
     ):
         super().__init__()
+        if stage1_max_epochs is not None and (
+            not isinstance(stage1_max_epochs, int) or stage1_max_epochs < 1
+        ):
+            raise ValueError(
+                "TwoStageSchedule: stage1_max_epochs must be a positive int or None; "
+                f"received {stage1_max_epochs!r}."
+            )
+        self.stage1_max_epochs = stage1_max_epochs
         for name, value in (("stage1_lr", stage1_lr), ("stage2_lr", stage2_lr)):
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise ValueError(
@@ -378,17 +392,25 @@ class TwoStageSchedule(keras.callbacks.Callback):
             )
             return
         value = float(value)
+        budget_spent = (
+            self.stage == 1
+            and self.stage1_max_epochs is not None
+            and epoch - self.stage_start[1] + 1 >= self.stage1_max_epochs
+        )
         if self._improved(value):
             self._best, self._wait = value, 0
             self._best_weights = self.model.get_weights()
             self.best_epoch[self.stage], self.best_value[self.stage] = epoch, value
-            return
-        self._wait += 1
-        if self._wait < self.patience:
+            if not budget_spent:
+                return
+        else:
+            self._wait += 1
+        if self._wait < self.patience and not budget_spent:
             return
         if self.stage == 1:
             # Resume from the stage-1 checkpoint at the low rate.
-            self.model.set_weights(self._best_weights)
+            if self._best_weights is not None:  # None: no finite loss yet.
+                self.model.set_weights(self._best_weights)
             self.stage = 2
             self._wait = 0
             self._best = math.inf if self.mode == "min" else -math.inf
