@@ -4,4 +4,6 @@ on any of them."""
 
 from tfcell.models.backbones import *
 from tfcell.models.classifier import *
+from tfcell.models.detector import *
 from tfcell.models.saving import *
+from tfcell.models.unet import *
