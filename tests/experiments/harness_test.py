@@ -242,6 +242,26 @@ def test_validation_selection_restores_the_best_epoch():
         np.testing.assert_array_equal(restored, best)
 
 
+def test_selection_none_logs_every_epoch_and_keeps_the_last_weights():
+    """monitor="none": validation curves only; the method's callbacks (e.g. the
+    heterogeneity paper's TwoStageSchedule) decide the final weights."""
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2)])
+    model.compile("sgd", "mse")
+    labels = np.array([0, 1, 0, 1])
+    good = np.eye(2)[labels]
+    plan = iter([1 - good, good, 1 - good])
+    selector = selection.ValidationSelection(lambda: next(plan), labels, 2, "none", patience=1)
+    history = model.fit(
+        np.ones((4, 2)), np.zeros((4, 2)), epochs=3, verbose=0, callbacks=[selector]
+    )
+    assert len(history.history["loss"]) == 3  # No early stop.
+    assert history.history["val_accuracy"] == [0.0, 1.0, 0.0]
+    assert selector.best_epoch == 2  # The last epoch: nothing selected ...
+    last = model.get_weights()
+    assert selector.best_weights is None  # ... and nothing kept or restored.
+    np.testing.assert_array_equal(last[0], model.get_weights()[0])
+
+
 def test_a_nan_loss_stops_the_job_and_names_it(tmp_path, registered):
     config = _config()
     config.optimizer.learning_rate = 1e30  # Diverges within an epoch.

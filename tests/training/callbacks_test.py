@@ -313,6 +313,23 @@ class TwoStageScheduleTest(test_case.TestCase):
         self.assertEqual(schedule.stage_end, {1: 3, 2: 7})
         assert_weights_equal(model.get_weights(), script.weights[4])
 
+    def test_stage1_budget_ends_stage1_while_the_loss_still_improves(self):
+        # The loss falls every epoch; stage1_max_epochs=3 ends stage 1 after epoch 2
+        # anyway, resuming stage 2 from the best stage-1 weights (epoch 2's).
+        losses = [5.0, 4.0, 3.0, 2.0, 1.5, 1.4]
+        model = regression_model()
+        x, y = regression_data()
+        script = ScriptedLoss(losses)
+        schedule = callbacks.TwoStageSchedule(patience=5, stage1_max_epochs=3)
+        history = model.fit(x, y, batch_size=16, epochs=6, verbose=0, callbacks=[script, schedule])
+        self.assertEqual(history.history["stage"], [1, 1, 1, 2, 2, 2])
+        self.assertAllClose(script.learning_rates, [1e-3] * 3 + [1e-5] * 3)
+        self.assertEqual(schedule.stage_start, {1: 0, 2: 3})
+        self.assertEqual(schedule.best_epoch, {1: 2, 2: 5})
+        assert_weights_equal(model.get_weights(), script.weights[5])
+        with self.assertRaisesRegex(ValueError, "stage1_max_epochs"):
+            callbacks.TwoStageSchedule(stage1_max_epochs=0)
+
     def test_real_training_loss_decreases_in_stage1(self):
         model = regression_model()
         x, y = regression_data()

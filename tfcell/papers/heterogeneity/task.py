@@ -65,10 +65,19 @@ class RandomCrop:
         # onto image pixel centres exactly at scale 1.
         side_y = tf.minimum(scale * (crop - 1) / max(height - 1, 1), 1.0)
         side_x = tf.minimum(scale * (crop - 1) / max(width - 1, 1), 1.0)
-        y0 = tf.random.stateless_uniform([n], seeds[2]) * (1.0 - side_y)
-        x0 = tf.random.stateless_uniform([n], seeds[3]) * (1.0 - side_x)
+        # Whole-pixel offsets (at scale 1 the crop is an exact window of pixels).
+        y0 = _pixel_offset(seeds[2], n, side_y, height)
+        x0 = _pixel_offset(seeds[3], n, side_x, width)
         boxes = tf.stack([y0, x0, y0 + side_y, x0 + side_x], axis=1)
         return tf.image.crop_and_resize(images, boxes, tf.range(n), (crop, crop))
+
+
+def _pixel_offset(seed, n, side, size):
+    """Uniform whole-pixel offsets of a box of normalised `side`, normalised."""
+    span = max(size - 1, 1)
+    room = tf.floor((1.0 - side) * span + 1e-4)  # Largest whole-pixel offset.
+    offset = tf.floor(tf.random.stateless_uniform([n], seed) * (room + 1.0))
+    return tf.minimum(offset, room) / span
 
 
 class CroppedSettingData(tasks.SettingData):
