@@ -34,10 +34,14 @@ LOSS = {
     "ce": {"lambda_class": 0.0, "lambda_subject": 0.0, "lambda_subject_class": 0.0},
     "ce_class": {"lambda_class": 0.05, "lambda_subject": 0.0, "lambda_subject_class": 0.0},
     "ce_subject_class": {
-        "lambda_class": 0.05, "lambda_subject": 0.05, "lambda_subject_class": 0.0,
+        "lambda_class": 0.05,
+        "lambda_subject": 0.05,
+        "lambda_subject_class": 0.0,
     },  # fmt: skip
     "heterogeneity": {
-        "lambda_class": 0.05, "lambda_subject": 0.05, "lambda_subject_class": 0.005,
+        "lambda_class": 0.05,
+        "lambda_subject": 0.05,
+        "lambda_subject_class": 0.005,
     },  # fmt: skip
 }
 
@@ -55,8 +59,12 @@ PAPER = {
     },
     # Table A1: per fold model, (val accuracy %, val weighted-F1 %, test weighted-F1 % with TTA).
     "table_a1": [
-        (95.25, 95.26, 92.72), (94.60, 94.59, 94.41), (92.97, 92.97, 93.63),
-        (83.78, 89.58, 92.13), (94.96, 94.96, 91.43), (86.81, 86.82, 89.82),
+        (95.25, 95.26, 92.72),
+        (94.60, 94.59, 94.41),
+        (92.97, 92.97, 93.63),
+        (83.78, 89.58, 92.13),
+        (94.96, 94.96, 91.43),
+        (86.81, 86.82, 89.82),
         (94.492, 94.93, 90.39),
     ],  # fmt: skip
     # Table 3 / A1: the ensemble's weighted-F1 % on the C-NMC final test set.
@@ -64,8 +72,11 @@ PAPER = {
     "ensemble": (("theta_0.95", 95.26), ("theta_0.98", 95.24)),
     # Table 3: other works' weighted-F1 % on the same final test set.
     "others": (
-        ("Kulhalli et al. (2019)", 84.90), ("Ding et al. (2019)", 85.52),
-        ("Shah et al. (2019)", 86.6), ("Shi et al. (2019)", 87.98), ("Pan et al. (2019)", 91.04),
+        ("Kulhalli et al. (2019)", 84.90),
+        ("Ding et al. (2019)", 85.52),
+        ("Shah et al. (2019)", 86.6),
+        ("Shi et al. (2019)", 87.98),
+        ("Pan et al. (2019)", 91.04),
         ("Gehlot et al. (2020)", 94.86),
     ),  # fmt: skip
 }

@@ -22,7 +22,9 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 def _config(variant="smoke", **data_overrides):
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("_cfg", ROOT / "configs" / "heterogeneity_cnmc.py")
+    spec = importlib.util.spec_from_file_location(
+        "_cfg", ROOT / "configs" / "heterogeneity_cnmc.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     config = module.get_config(variant)
@@ -98,9 +100,7 @@ def test_test_patients_count_fraction_and_errors():
 
 def test_check_disjoint_names_a_leaking_patient():
     table = pd.DataFrame({"label": [0, 1, 0, 1], "patient": ["a", "b", "c", "a"]})
-    s = settings_lib.Setting(
-        "bad", table, {"train": [0, 1], "val": [2], "test": [3]}, ("x", "y")
-    )
+    s = settings_lib.Setting("bad", table, {"train": [0, 1], "val": [2], "test": [3]}, ("x", "y"))
     with pytest.raises(AssertionError, match="patient"):
         settings.check_disjoint(s)
 
@@ -260,3 +260,42 @@ def test_protocol_ensembles_the_fold_models_on_the_shared_test_set():
     probs = [np.exp(outputs[s.name]["heterogeneity"]["test_scores"]) for s in folds]
     predictions, _ = ensembles.theta_ensemble(probs, 0.95)
     np.testing.assert_allclose(rows[0]["accuracy"], np.mean(predictions == labels))
+
+
+def test_paper_reads_cnmc_in_its_published_layout(tmp_path):
+    """`paper`: C-NMC's TCIA layout (training folds + the preliminary test set with
+    its labels CSV), subject ids from the file names, one class per subject."""
+    from PIL import Image
+
+    def bmp(path, value):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((8, 8, 3), value, np.uint8)).save(path)
+
+    train = tmp_path / "C-NMC_Leukemia" / "training_data"
+    value = 0
+    for s in range(14):  # 9 ALL subjects, 5 healthy, 4 cells each, over 3 folds.
+        cls = "all" if s < 9 else "hem"
+        name = f"{s + 1}" if cls == "all" else f"H{s + 1}"
+        for i in range(4):
+            value += 1
+            bmp(train / f"fold_{s % 3}" / cls / f"UID_{name}_{i + 1}_1_{cls}.bmp", value)
+    prelim = tmp_path / "C-NMC_Leukemia" / "validation_data" / "C-NMC_test_prelim_phase_data"
+    bmp(prelim / "1.bmp", 200)
+    bmp(prelim / "2.bmp", 201)
+    (prelim.parent / "C-NMC_test_prelim_phase_data_labels.csv").write_text(
+        "Patient_ID,new_names,labels\nUID_60_1_1_all.bmp,1.bmp,1\nUID_H61_1_1_hem.bmp,2.bmp,0\n"
+    )
+    config = _config("paper")
+    with config.unlocked():
+        config.data.root = str(tmp_path / "C-NMC_Leukemia")
+        config.data.num_folds = 3
+        config.data.test_patients = 3.0
+    table = data.records(config)
+    assert len(table) == 14 * 4 + 2 and table["patient"].nunique() == 16
+    assert (table["subject"] == table["patient"]).all()  # One class per C-NMC subject.
+    assert tuple(table.attrs["class_names"]) == tuple(config.input_contract.class_names)
+    folds = settings.cnmc_settings(table, config, 0)
+    assert len(folds) == 3
+    for s in folds:
+        settings.check_disjoint(s)
+    assert table["patient"].iloc[folds[0].parts["test"]].nunique() == 3

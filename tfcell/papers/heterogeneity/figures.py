@@ -93,9 +93,9 @@ def tsne_figure(workdir, config, path, methods=("ce", "heterogeneity")):
             continue
         features = np.asarray(featurizer.predict(images, batch_size=64, verbose=0), "float64")
         perplexity = float(min(30, max(5, (len(rows) - 1) // 3)))
-        embedded = manifold.TSNE(2, perplexity=perplexity, init="pca", random_state=0).fit_transform(
-            features
-        )
+        embedded = manifold.TSNE(
+            2, perplexity=perplexity, init="pca", random_state=0
+        ).fit_transform(features)
         title = _title(config, method)
         for row, (colour_by, name) in enumerate(((labels, "class"), (patients, "patient"))):
             ax = axes[row][col]

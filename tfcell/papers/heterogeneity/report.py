@@ -123,7 +123,9 @@ def fold_table(records, config, method="heterogeneity"):
     """Table A1's layout for `method`: each fold model on its validation fold
     and on the test patients (TTA), then the ensemble rules; the paper beside."""
     val = {(r["repeat"], r["setting"]): r for r in _singles(records, VAL) if r["method"] == method}
-    test = {(r["repeat"], r["setting"]): r for r in _singles(records, TEST) if r["method"] == method}
+    test = {
+        (r["repeat"], r["setting"]): r for r in _singles(records, TEST) if r["method"] == method
+    }
     if not val:
         return ""
     paper = list(_get(config, "paper", "table_a1", default=()) or [])
@@ -176,9 +178,7 @@ def ensemble_table(records, config):
         for rule in rules:
             sel = [r for r in ens if r["method"] == method and r["rule"] == rule]
             cells.append(_pct([r["f1_weighted"] for r in sel]) if sel else "-")
-        body.append(
-            [titles[method], _pct(_values(records, method, TEST, "f1_weighted"))] + cells
-        )
+        body.append([titles[method], _pct(_values(records, method, TEST, "f1_weighted"))] + cells)
     body.append(
         ["Paper (L_H, C-NMC final test)", "90.39-94.41 (Table A1)"]
         + [f"{paper[r]:.2f}" if r in paper else "-" for r in rules]
