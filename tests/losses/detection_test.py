@@ -236,6 +236,14 @@ class DetectionLossTest(test_case.TestCase):
         self.assertTrue(revived.loss.exclusive)
         self.assertEqual(float(keras.ops.convert_to_numpy(revived.loss.epoch)), 1.0)
 
+    def test_mirrored_fit_equals_one_device(self):
+        images = np.random.RandomState(2).uniform(0, 255, (4, 16, 16, 3)).astype("float32")
+        y_true = np.zeros((4, 2, 2, 6), "float32")
+        y_true[:2, 0, 0] = [0.5, 0.5, 0.0, 0.0, 1.0, 0.0]  # two images without objects
+        self.run_mirrored_fit_test(
+            _tiny_grid_model, detection.DetectionLoss(), images, y_true, learning_rate=1e-4
+        )
+
     def test_jit_compiled_fit_is_finite(self):
         model = _tiny_grid_model()
         model.compile(
