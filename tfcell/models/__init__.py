@@ -2,6 +2,7 @@
 classifier builder that puts an embedding and a softmax, affinity or cosine head
 on any of them."""
 
+from tfcell.models.aecfe import *
 from tfcell.models.backbones import *
 from tfcell.models.classifier import *
 from tfcell.models.detector import *

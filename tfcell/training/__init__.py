@@ -1,6 +1,7 @@
 """tfcell training: distribution strategy, trainers (Keras Models with a custom
 `train_step`) and callbacks."""
 
+from tfcell.training.aecfe import *
 from tfcell.training.alignment import *
 from tfcell.training.boda import *
 from tfcell.training.callbacks import *

@@ -16,7 +16,8 @@ import tensorflow as tf
 from keras import ops
 
 from tfcell.layers import gradient_reversal
-from tfcell.losses import alignment, ssim
+from tfcell.losses import alignment as alignment_losses
+from tfcell.losses import ssim
 from tfcell.training import erm
 
 __all__ = ["AECFETrainer"]
@@ -222,7 +223,7 @@ class AECFETrainer(keras.Model):
         """The unweighted batch statistic L_DA (`"domain"` or `"normal"`)."""
         latent = ops.cast(latent, "float32")
         if self.alignment == "domain":
-            return alignment.aecfe_multi_domain_loss(
+            return alignment_losses.aecfe_multi_domain_loss(
                 latent, domains, self.num_domains, source_domain=self.source_domain
             )
         reference = ops.convert_to_tensor(self._reference)
@@ -230,7 +231,7 @@ class AECFETrainer(keras.Model):
         for k in range(self.num_domains):
             mask = ops.cast(ops.equal(domains, k), "float32")
             present = ops.cast(ops.sum(mask) > 0, "float32")
-            term = alignment.aecfe_domain_loss(reference, latent, mask_b=mask)
+            term = alignment_losses.aecfe_domain_loss(reference, latent, mask_b=mask)
             total = total + present * term
         return total
 
