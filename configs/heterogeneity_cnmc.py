@@ -160,6 +160,16 @@ def get_config(arg=None):
     config.schedule.min_delta = 0.0
     config.schedule.stage1_max_epochs = 0  # 0 = only the loss ends stage 1 (paper).
 
+    # How the class and subject centres learn. The paper does not say; the PyTorch
+    # centre-loss practice its code would follow gives the centres their own SGD
+    # (lr 0.5 on gradients divided by the term's weight). Here 0.25: with Eqs. 3-4's
+    # per-group means, each step moves a centre half-way to its batch mean (Wen et
+    # al.'s alpha = 0.5); Eq. 5 still acts on the subject centres. 0 = the centres
+    # are learned by the model's Adam: on IDC from scratch (cpu) the features then
+    # collapsed to the majority class within one epoch (docs/papers.md).
+    config.centers = ml_collections.ConfigDict()
+    config.centers.learning_rate = 0.25
+
     config.training = ml_collections.ConfigDict()
     config.training.batch_size = 16  # Sec. 5.1.
     config.training.sampler = "shuffle"

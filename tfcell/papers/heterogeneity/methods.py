@@ -16,7 +16,9 @@ classifier, the data, the crops and the schedule: only the loss differs.
 
 The schedule (`tfcell.training.TwoStageSchedule`, Sec. 5.1): Adam at 1e-3
 while the training loss improves, the best checkpoint resumed at 1e-5
-(`config.schedule`). Subject ids are the run's global ids
+(`config.schedule`). The centres take their own SGD step
+(`config.centers.learning_rate`, `HeterogeneityTrainer(center_learning_rate=)`;
+0: learned by the model's Adam). Subject ids are the run's global ids
 (`Setting.id_maps()`); `subject_labels` gives each training subject its class
 and -1 to validation and test subjects, which have no centre (their samples
 enter L_CE and L_class only; see `HeterogeneityTrainer`).
@@ -32,11 +34,12 @@ __all__ = ["METHODS", "make_trainer"]
 _LAMBDAS = ("lambda_class", "lambda_subject", "lambda_subject_class")
 
 
-def make_trainer(featurizer, classifier, info, hp, subject_labels):
+def make_trainer(featurizer, classifier, info, hp, subject_labels, center_learning_rate=None):
     return training.HeterogeneityTrainer(
         featurizer, classifier, num_classes=info.num_classes, subject_labels=subject_labels,
         lambda_class=float(hp["lambda_class"]), lambda_subject=float(hp["lambda_subject"]),
         lambda_subject_class=float(hp["lambda_subject_class"]),
+        center_learning_rate=center_learning_rate,
     )  # fmt: skip
 
 
@@ -52,6 +55,7 @@ class HeterogeneityMethod(methods.TrainerMethod):
         super().__init__(title, self._make, self._callbacks, required=_LAMBDAS)
         self.subject_labels = None
         self.schedule = None
+        self.center_learning_rate = None
 
     def _make(self, featurizer, classifier, info, hp):
         if self.subject_labels is None:
@@ -59,7 +63,9 @@ class HeterogeneityMethod(methods.TrainerMethod):
                 f"{self.title}: the training subjects' classes were not set; the "
                 "heterogeneity protocol sets them per setting (with_subject_labels)."
             )
-        return make_trainer(featurizer, classifier, info, hp, self.subject_labels)
+        return make_trainer(
+            featurizer, classifier, info, hp, self.subject_labels, self.center_learning_rate
+        )
 
     def _callbacks(self, model, data, hp):
         s = self.schedule
@@ -72,11 +78,13 @@ class HeterogeneityMethod(methods.TrainerMethod):
             )
         ]  # fmt: skip
 
-    def with_subject_labels(self, subject_labels, schedule):
-        """A copy bound to one setting's training subjects and the config's schedule."""
+    def with_subject_labels(self, subject_labels, schedule, center_learning_rate=None):
+        """A copy bound to one setting's training subjects, the config's schedule
+        and centre learning rate (`config.centers.learning_rate`, 0 = None)."""
         bound = HeterogeneityMethod(self.title)
         bound.subject_labels = [int(v) for v in np.asarray(subject_labels).tolist()]
         bound.schedule = schedule
+        bound.center_learning_rate = float(center_learning_rate) if center_learning_rate else None
         return bound
 
 

@@ -215,7 +215,10 @@ class HeterogeneityTask(tasks.ClassificationTask):
                 job.data.subjects[train], setting.labels("train"), job.data.id_maps["subject"]
             )
             job = dataclasses.replace(
-                job, method=job.method.with_subject_labels(labels, job.config.schedule)
+                job,
+                method=job.method.with_subject_labels(
+                    labels, job.config.schedule, job.config.centers.get("learning_rate", 0.0)
+                ),
             )
         result = super().run_job(job)
         patients = setting.records["patient"].astype(str).to_numpy()
