@@ -128,7 +128,7 @@ def get_config(arg=None):
     if variant == "cpu":
         # Not the paper's scale: 128 px crops (the supplement: 512 of 1000; the
         # tiles keep their 40x resolution), a U-Net of width 8 and a detector of
-        # width 8, 30 epochs of 8 crops per tile, batch 8 without accumulation at
+        # width 8, 30 epochs of 6 crops per tile, batch 8 without accumulation at
         # Adam 1e-3 (Table 2's 1e-4 with an effective batch of 64 makes too few
         # updates in a CPU budget), 2 seeds. The annealing epochs keep their share
         # of the schedule: 50 / 300 and 150 / 300 of 30 epochs, temperature 10 / 300.
@@ -137,7 +137,7 @@ def get_config(arg=None):
         config.model.unet_width = 8
         config.model.yolo_width = 8
         config.training.epochs = 30
-        config.training.crops_per_tile = 8
+        config.training.crops_per_tile = 6
         config.training.batch_size = 8
         config.optimizer.learning_rate = 1e-3
         config.optimizer.accumulation = 1

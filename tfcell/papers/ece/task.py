@@ -192,10 +192,7 @@ class NucleiTask:
         def generate():
             rng = np.random.default_rng([seed, epoch[0]])
             epoch[0] += 1
-            for x, y in crop_batches(images, kept_maps, crop, batch, per_tile, rng, kind):
-                if photometric is not None:
-                    x = np.asarray(photometric(x, training=True))
-                yield x, y
+            yield from crop_batches(images, kept_maps, crop, batch, per_tile, rng, kind)
 
         target = (
             tf.TensorSpec((None, crop, crop), tf.int32)
@@ -203,14 +200,14 @@ class NucleiTask:
             else tf.TensorSpec((None, crop // 8, crop // 8, 6), tf.float32)
         )
         steps = -(-len(images) * per_tile // batch)
-        return (
-            tf.data.Dataset.from_generator(
-                generate,
-                output_signature=(tf.TensorSpec((None, crop, crop, 3), tf.float32), target),
-            )
-            .apply(tf.data.experimental.assert_cardinality(steps))
-            .prefetch(2)
-        )
+        dataset = tf.data.Dataset.from_generator(
+            generate,
+            output_signature=(tf.TensorSpec((None, crop, crop, 3), tf.float32), target),
+        ).apply(tf.data.experimental.assert_cardinality(steps))
+        if photometric is not None:
+            # In the tf.data graph (an eager call per batch cost more than the step).
+            dataset = dataset.map(lambda x, y: (photometric(x, training=True), y))
+        return dataset.prefetch(2)
 
 
 def _segment(model, tiles, config):
@@ -220,7 +217,7 @@ def _segment(model, tiles, config):
     dice, aji, first = [], [], None
     for tile in tiles:
         probability, instances = segmentation.predict_instances(
-            model, tile.image, tile=crop, overlap=crop // 4,
+            model, tile.image, tile=crop, overlap=crop // 8,
             min_size=int(config.evaluation.min_size),
         )  # fmt: skip
         dice.append(segmentation.dice(tile.instances > 0, probability > 0.5))
