@@ -15,6 +15,11 @@ Data: `../shared/data/idc` (cpu), or C-NMC 2019 in its TCIA layout under
 `--config.data.root` (paper; subject ids from the file names).
 
 <!-- heterogeneity_cnmc:result:start -->
+Result: paper (C-NMC final test): L_H ensemble (theta_0.95) weighted-F1 95.26 %.
+Measured (`cpu` config, real data, held-out patients): heterogeneity ensemble
+wF1 81.05 % (fold models 80.84 +- 1.18 %); ce ensemble wF1 85.92 % (fold models
+84.89 +- 0.95 %); CPU (2 cores visible), Linux, TF 2.21.0, Keras 3.15.1, 40 min
+(written by collect_results.py from `heterogeneity_cnmc_cpu`).
 <!-- heterogeneity_cnmc:result:end -->
 
 New cells, with a finished run's 7 fold models (5-crop TTA, theta 0.95):

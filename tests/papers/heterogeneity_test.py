@@ -234,6 +234,7 @@ def test_report_tables_show_measured_values_and_paired_tests():
     assert "| 90.00 |" in table and "89.94" in table  # Ensemble; the paper's Table 2.
     tests = report.paired_tests_table(records, config)
     assert "+5.67" in tests  # Mean difference in points.
+    assert "nan" not in tests
     folds = report.fold_table(records, config)
     assert "95.26" in folds and "ensemble (theta_0.95)" in folds
 

@@ -249,13 +249,20 @@ def paired_tests_table(records, config, baseline="ce"):
             w = float("nan")
             if len(diff) >= 2 and np.any(diff != 0):
                 w = float(stats.wilcoxon(a, b).pvalue)
-            cells += [f"{100 * t['mean_difference']:+.2f}", f"{t['p']:.3f}", f"{w:.3f}"]
+            cells += [f"{100 * t['mean_difference']:+.2f}", _p(t["p"]), _p(w)]
         body.append(cells)
     return report.markdown_table(
         ["Loss vs L_CE", "Val: mean diff (pts)", "t-test p", "Wilcoxon p",
          "Test: mean diff (pts)", "t-test p", "Wilcoxon p"],
         body,
     )  # fmt: skip
+
+
+def _p(value):
+    """A p-value for a table: 3 decimals, "< 0.001" below that, "-" when undefined."""
+    if value != value:  # NaN: fewer than two pairs, or all differences equal.
+        return "-"
+    return "< 0.001" if value < 0.001 else f"{value:.3f}"
 
 
 def _job_rows(records):
