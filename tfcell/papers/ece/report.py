@@ -197,7 +197,14 @@ def _header(config, records, run_info):
             "they show the code runs end to end and say nothing about the paper's claims.",
             "",
         ]
+    split = {
+        r["test_set"]: r.get("tiles", []) for r in records if r.get("test_set") in ("val", "test")
+    }
     lines += [
+        "Split by patient (TCGA barcode): "
+        + "; ".join(f"{part} {', '.join(names)}" for part, names in sorted(split.items()))
+        + f"; the other {first.get('train_tiles', '?')} tiles train.",
+        "",
         f"Data: {first.get('description', '')}. Tiles with true (polygon) instances: "
         f"{first.get('true_instance_tiles', '?')} of {first.get('num_tiles_total', '?')} "
         "(the others: connected components of the binary mask, so touching nuclei merge).",
