@@ -152,7 +152,7 @@ class AECFETask:
         timer = tasks.EpochTimer()
         start = time.perf_counter()
         history = trainer.fit(
-            batches, epochs=int(config.autoencoder.epochs), callbacks=[timer],
+            batches, epochs=int(config.autoencoder.epochs), callbacks=[timer], shuffle=False,
             verbose=config.training.verbose if job.verbose is None else job.verbose,
         )  # fmt: skip
         seconds = time.perf_counter() - start
