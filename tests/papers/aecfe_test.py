@@ -73,6 +73,31 @@ def test_no_image_is_in_a_forest_training_part_and_a_test_part(smoke_settings):
     assert not np.array_equal(settings[0].parts["train"], other[0].parts["train"])
 
 
+def test_an_extra_domain_is_a_target_only(tmp_path):
+    """`extra_test_domains`: a folder-per-class set becomes a further target: its
+    20 % a test part of every forest, its 80 % unlabelled autoencoder cells,
+    never a forest's training domain."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for name in ("neutrophil", "lymphocyte", "unknown_cell"):
+        (tmp_path / name).mkdir()
+        for i in range(10):
+            pixels = rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(tmp_path / name / f"{i}.png")
+    config = _config()
+    with config.unlocked():
+        config.data.extra_test_domains = (f"lab={tmp_path}",)
+    settings = aecfe.WBC.settings(config, 0)
+    assert [s.name for s in settings] == [f"from_hospital_{i}" for i in range(3)]
+    parts = settings[0].parts
+    assert settings[0].test_parts[-1] == "test:extra_lab" and len(parts["test:extra_lab"]) == 4
+    domains = settings[0].records["domain"].astype(str).to_numpy()
+    assert (domains[settings[0].autoencoder_rows] == "extra_lab").sum() == 16
+    for s in settings:
+        assert "extra_lab" not in set(domains[s.parts["train"]])
+
+
 def test_split_keeps_copies_of_an_image_on_one_side():
     frame = pd.DataFrame({"domain": ["a"] * 20, "label": [0, 1] * 10})
     hashes = np.array([f"h{i % 10}" for i in range(20)])  # Every image twice.
