@@ -15,7 +15,7 @@ import pytest
 from tfcell import models
 from tfcell.data import wbc
 from tfcell.papers import aecfe
-from tfcell.papers.aecfe import data, methods, report, task
+from tfcell.papers.aecfe import cells, data, methods, report, task
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -130,6 +130,41 @@ def test_forest_job_refuses_to_train_and_test_on_the_same_images():
     job = types.SimpleNamespace(data=job_data, key="from_a/r0/rcnn_rf", method=None)
     with pytest.raises(AssertionError, match="never train and test"):
         task.AECFETask().run_job(job)
+
+
+def test_undetected_cells_are_left_out_and_counted(smoke_settings, monkeypatch):
+    """on_miss="drop" (the thesis): a crop without a central cell is in no part
+    of any table (training, test, autoencoder) and counted where it was."""
+    config, settings, _ = smoke_settings
+    setting = settings[0]
+    n = len(setting.records)
+    found = np.ones(n, bool)
+    found[::3] = False
+    rng = np.random.default_rng(0)
+    fake = cells.Cells(
+        found=found, usable=found.copy(), boxes=np.zeros((n, 4), "int64"),
+        features=rng.normal(size=(n, 6)).astype("float32"),
+        crops=np.zeros((n, 16, 16, 3), "uint8"),
+        summary={"dice": {}, "detection": {}, "on_miss": "drop"},
+    )  # fmt: skip
+    monkeypatch.setattr(task.cells_lib, "run_cells", lambda *args: fake)
+    job_data = task.AECFEData(setting, config, None)
+    for part, rows in setting.parts.items():
+        np.testing.assert_array_equal(job_data.parts[part], rows[found[rows]])
+        assert job_data.missed[part] == (~found[rows]).sum()
+    assert found[job_data.autoencoder_rows].all()
+    assert len(job_data.autoencoder_rows) == found[setting.autoencoder_rows].sum()
+    job = types.SimpleNamespace(
+        data=job_data, key="from_hospital_0/r0/rcnn_rf", name="rcnn_rf", config=config,
+        method=methods.METHODS["rcnn_rf"], hp={}, seed=0, verbose=0,
+    )  # fmt: skip
+    result = task.AECFETask().run_job(job)
+    for record in result.records:
+        rows = setting.parts[record["test_set"]]
+        assert record["num_test"] == found[rows].sum()
+        assert record["missed_test"] == (~found[rows]).sum() > 0
+    assert record["num_train_cells"] == found[setting.parts["train"]].sum()
+    assert found[result.outputs["train_rows"]].all()
 
 
 def test_threshold_masks_mark_cell_and_nucleus_of_synthetic_cells(smoke_settings):
