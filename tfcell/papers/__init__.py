@@ -7,6 +7,6 @@ in `reproductions/`; the harness that runs them is `tfcell.experiments`.
                    generalisation (ERM, DANN, CORAL, MMD, BoDA, Ours+)
     heterogeneity  Goswami et al. 2020, heterogeneity loss (C-NMC; IDC patients)
     ece            Panteli et al. 2021, exclusive cross-entropy for sparse-shot nuclei
-    aecfe          Salehi et al. 2022, AE-CFE (in progress: the cell segmenter that
-                   stands in for Mask R-CNN, and JTSC's masks)
+    aecfe          Salehi et al. 2022, AE-CFE: a cell segmenter in place of Mask R-CNN,
+                   a domain-aligned autoencoder and random forests across domains
 """
