@@ -103,7 +103,8 @@ def test_ece_annealing_follows_the_epochs_under_fit():
     config = _config("cpu")
     built = methods.METHODS["unet_ece"].build(None, dict(config.loss), _small(config))
     loss = built.loss
-    assert (loss.exclusivity_epoch, loss.sampling_epoch, loss.temperature) == (5.0, 15.0, 1.0)
+    assert (loss.exclusivity_epoch, loss.sampling_epoch) == (20 * 50 / 300, 10.0)
+    assert loss.temperature == pytest.approx(20 * 10 / 300)
     model = built.model
     model.compile(optimizer="adam", loss=loss)
     record = _Record(loss)
@@ -111,10 +112,11 @@ def test_ece_annealing_follows_the_epochs_under_fit():
     y = np.zeros((2, 16, 16), "int32")
     model.fit(x, y, epochs=4, verbose=0, callbacks=built.callbacks(model, None) + [record])
     assert record.epochs == [0.0, 1.0, 2.0, 3.0]
-    # The thresholds at those epochs: 0.5 * sigmoid((e - 5) / 1), 0.5 * sigmoid((e - 15) / 1).
+    # The thresholds at those epochs: 0.5 * sigmoid((e - midpoint) / temperature).
+    mid, temp = loss.exclusivity_epoch, loss.temperature
     for e in record.epochs:
-        expected = 0.5 / (1 + np.exp(-(e - 5.0)))
-        got = float(losses.exclusive._annealing(e, 5.0, 1.0, 0.5))
+        expected = 0.5 / (1 + np.exp(-(e - mid) / temp))
+        got = float(keras.ops.convert_to_numpy(losses.exclusive._annealing(e, mid, temp, 0.5)))
         assert np.isclose(got, expected)
     # Scaled annealing keeps the paper's share of the schedule (50/300, 150/300).
     assert config.loss.exclusivity_epoch / config.training.epochs == pytest.approx(50 / 300)
