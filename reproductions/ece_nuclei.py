@@ -12,6 +12,11 @@ Extremely Many Localisations", ICCV 2021 (supplement: Tables 2-4).
     python reproductions/ece_nuclei.py --config=configs/ece_nuclei.py:smoke
 
 <!-- ece_nuclei:result:start -->
+Result at 30 % of the nuclei: paper (TNBC) ECE Dice 0.80, AJI 0.58; CE 0.43,
+0.24. Measured (`cpu` config, real data): ECE Dice 0.527 +- 0.107, AJI 0.028 +-
+0.032; CE Dice 0.000 +- 0.000, AJI 0.000 +- 0.000; CPU (2 cores visible), Linux,
+TF 2.21.0, Keras 3.15.1, 44 min (written by collect_results.py from
+`ece_nuclei_cpu`).
 <!-- ece_nuclei:result:end -->
 
 Whole tiles of any size with a saved U-Net:
