@@ -175,3 +175,29 @@ def test_report_tables_put_the_paper_beside_measured_values():
     assert "0.720 +- 0.028" in seg and "| paper, TNBC: ECE | 0.80 | 0.58 |" in seg
     det = report.detection_table(records, config)
     assert "0.500 +- 0.000" in det and "paper, Kumar: CE | 0.63" in det
+
+
+def test_a_further_test_set_in_the_tnbc_layout_is_tested_by_every_setting(tmp_path):
+    """`--config.data.test_roots`: a TNBC-layout folder (Slide_<k>/ + GT_<k>/)
+    becomes a part `test:<name>` of every setting, never trained on."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for k in (1, 2):
+        for i in range(2):
+            (tmp_path / f"Slide_{k:02d}").mkdir(exist_ok=True)
+            (tmp_path / f"GT_{k:02d}").mkdir(exist_ok=True)
+            image = rng.integers(0, 255, (48, 48, 3)).astype("uint8")
+            mask = np.zeros((48, 48), "uint8")
+            mask[5:15, 5:15] = mask[30:40, 20:30] = 255
+            Image.fromarray(image).save(tmp_path / f"Slide_{k:02d}" / f"{k}_{i}.png")
+            Image.fromarray(mask).save(tmp_path / f"GT_{k:02d}" / f"{k}_{i}.png")
+    config = _config()
+    with config.unlocked():
+        config.data.test_roots = (f"tnbc={tmp_path}",)
+    settings = ece.NUCLEI.settings(config, 0)
+    for s in settings:
+        extra = s.parts["test:tnbc"]
+        assert len(extra) == 4 and not set(extra) & set(s.parts["train"])
+    tiles = data.load_tiles(settings[0].records.iloc[settings[0].parts["test:tnbc"]])
+    assert all(t.instances.max() == 2 and not t.true_instances for t in tiles)
