@@ -23,7 +23,7 @@ SCANNED = ("tfcell", "reproductions", "configs")
 FIRST_PARTY = {"tfcell", "reproductions", "configs"}
 
 # Optional top-level modules: imported inside a function only, from this extra.
-OPTIONAL = {"keras_tuner": "tuner"}
+OPTIONAL = {"keras_tuner": "tuner", "umap": "umap"}
 
 # Import name -> distribution, for when the package is not installed here
 # (importlib.metadata.packages_distributions() is asked first).
@@ -33,6 +33,7 @@ KNOWN_DISTRIBUTIONS = {
     "keras_tuner": "keras-tuner",
     "ml_collections": "ml-collections",
     "sklearn": "scikit-learn",
+    "umap": "umap-learn",
     "yaml": "pyyaml",
 }
 
