@@ -49,7 +49,7 @@ class ValidationSelection(keras.callbacks.Callback):
         monitor: "val_macro_f1" or "val_accuracy"; or "none": evaluate and
             log every epoch (validation curves) but select nothing, stop
             nothing and restore nothing: the method's own callbacks decide
-            which weights the model ends with (e.g. the heterogeneity paper's
+            which weights the model ends with (e.g. a
             `tfcell.training.TwoStageSchedule`, which keeps the best epoch by
             training loss, so that the validation fold stays an honest
             estimate). `best_epoch` is then the last epoch.
