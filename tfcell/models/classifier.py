@@ -28,6 +28,10 @@ HEADS = ("softmax", "affinity", "cosine")
 
 
 def _make_head(head, num_classes, head_kwargs):
+    # The scores feed a loss: float32 under a mixed policy too (Keras' mixed
+    # precision guide: the last layer in float32; the cosine and affinity heads
+    # then return float32, not float16 rounded from float32).
+    head_kwargs = {"dtype": "float32", **head_kwargs}
     if head == "softmax":
         return keras.layers.Dense(num_classes, name="head", **head_kwargs)
     if head == "affinity":
@@ -38,7 +42,13 @@ def _make_head(head, num_classes, head_kwargs):
 
 
 def build_classifier(
-    backbone, num_classes, head="softmax", embedding_dim=64, name=None, **head_kwargs
+    backbone,
+    num_classes,
+    head="softmax",
+    embedding_dim=64,
+    name=None,
+    augmentation=None,
+    **head_kwargs,
 ):
     """Puts an embedding and a head on a backbone.
 
@@ -49,15 +59,19 @@ def build_classifier(
         embedding_dim: width of the embedding (the paper's "FC2" feature, Fig. 2)
             the head sees; None feeds the backbone features directly.
         name: model name (default `<backbone>_<head>`).
+        augmentation: optional Keras layer put between the input and the
+            backbone, active in training only (e.g.
+            `tfcell.data.TrainingAugmentation`, for
+            `config.training.augment_in_model`); None (default): none.
         **head_kwargs: passed to the head, e.g. `sigma=130` for "affinity" or
             `sphereface_margin=4.0` for "cosine" (A-Softmax,
             `SphereFaceLoss(scale=None)`).
 
     Returns:
         A functional `keras.Model` from images to `(N, C)` head scores: logits,
-        affinities, cosines or A-Softmax log-likelihoods. `argmax(predict, -1)`
-        is the predicted class for every head; `with_probabilities` gives
-        calibrated probabilities.
+        affinities, cosines or A-Softmax log-likelihoods, in float32 under any
+        dtype policy. `argmax(predict, -1)` is the predicted class for every
+        head; `with_probabilities` gives calibrated probabilities.
 
     Example:
 
@@ -74,7 +88,7 @@ def build_classifier(
             "sphereface_margin=4.0 to the cosine head."
         )
     inputs = keras.Input(backbone.input_shape[1:], name="image")
-    x = backbone(inputs)
+    x = backbone(inputs if augmentation is None else augmentation(inputs))
     if embedding_dim:
         # A plain linear layer (the paper's "FC2", Fig. 2). A BatchNorm here made
         # the affinity and cosine heads' validation predictions swing from epoch

@@ -125,6 +125,7 @@ class DANNTrainer(erm.Trainer):
     def per_sample_losses(self, batch, features, logits):
         losses = super().per_sample_losses(batch, features, logits)
         domain_logits = self.discriminator(self.reversal(features), training=True)
+        domain_logits = ops.cast(domain_logits, "float32")  # float16 under mixed_float16.
         losses["domain_ce"] = keras.losses.sparse_categorical_crossentropy(
             batch["domain"], domain_logits, from_logits=True
         )

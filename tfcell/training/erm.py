@@ -228,6 +228,9 @@ class Trainer(keras.Model):
         with tf.GradientTape() as tape:
             features = self.featurizer(batch["image"], training=True)
             logits = self.classifier(features, training=True)
+            # Under mixed_float16 the networks compute in float16; the losses and
+            # the batch statistics (covariances, kernels, distances) in float32.
+            features, logits = ops.cast(features, "float32"), ops.cast(logits, "float32")
             per_sample = self.per_sample_losses(batch, features, logits)
             penalties = self.batch_penalties(batch, features, logits)
             # Per-sample terms: sum on this replica / global batch size.
@@ -263,7 +266,7 @@ class Trainer(keras.Model):
 
     def test_step(self, data):
         batch = unpack_batch(data)
-        logits = self(batch["image"], training=False)
+        logits = ops.cast(self(batch["image"], training=False), "float32")
         ce = keras.losses.sparse_categorical_crossentropy(batch["label"], logits, from_logits=True)
         self.loss_tracker.update_state(ops.mean(ce))
         self.ce_tracker.update_state(ops.mean(ce))
