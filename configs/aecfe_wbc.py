@@ -185,6 +185,9 @@ def get_config(arg=None):
     config.script = "reproductions/aecfe_wbc.py"
     config.protocol = "tfcell.papers.aecfe:WBC"
     config.seed = 0
+    # The GPU path (docs/scaling.md), not the paper's: Keras mixed_float16 for the
+    # whole run (--config.mixed_precision=True); heads and losses stay float32.
+    config.mixed_precision = False
     config.num_repeats = 5  # Sec. 3.4: "mean and standard deviation ... over 5 runs".
     config.save_model_repeats = -1  # Every oracle CNN: jobs/<setting>/r<k>/oracle_cnn/model.keras.
 

@@ -123,6 +123,9 @@ def get_config(arg=None):
     config.protocol = "tfcell.papers.cfal:IDC"  # Settings, methods, tables.
     config.dataset = "idc"
     config.seed = 0
+    # The GPU path (docs/scaling.md), not the paper's: Keras mixed_float16 for the
+    # whole run (--config.mixed_precision=True); heads and losses stay float32.
+    config.mixed_precision = False
     config.num_repeats = (
         3  # Paired t-tests (Sec. V-A) need repeats; the paper does not say how many.
     )
@@ -184,6 +187,11 @@ def get_config(arg=None):
     config.training.steps_per_epoch = 0  # 0 = the whole training split.
     config.training.augment = False  # The paper mentions no augmentation.
     config.training.verbose = 1  # Progress bars.
+    # XLA for the training step: False | True | "auto" (Keras: XLA where it compiles).
+    config.training.jit_compile = ml_collections.FieldReference(False, field_type=object)
+    # The tf.data training augmentation as layers at the network's input, run on
+    # the accelerator in training only (tfcell.data.TrainingAugmentation).
+    config.training.augment_in_model = False
     config.training.tensorboard = True
 
     config.sweep = ml_collections.ConfigDict()

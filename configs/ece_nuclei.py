@@ -60,6 +60,9 @@ def get_config(arg=None):
     config.script = "reproductions/ece_nuclei.py"
     config.protocol = "tfcell.papers.ece:NUCLEI"
     config.seed = 0
+    # The GPU path (docs/scaling.md), not the paper's: Keras mixed_float16 for the
+    # whole run (--config.mixed_precision=True); heads and losses stay float32.
+    config.mixed_precision = False
     config.num_repeats = 3  # Seeds: each draws its own kept nuclei and initialisation.
     config.save_model_repeats = -1
 

@@ -112,6 +112,9 @@ def get_config(arg=None):
     config.script = "reproductions/heterogeneity_cnmc.py"
     config.protocol = "tfcell.papers.heterogeneity:CNMC"
     config.seed = 0
+    # The GPU path (docs/scaling.md), not the paper's: Keras mixed_float16 for the
+    # whole run (--config.mixed_precision=True); heads and losses stay float32.
+    config.mixed_precision = False
     # The 7 folds are the paper's repetitions (one model each, Sec. 4.1); one draw.
     config.num_repeats = 1
     config.save_model_repeats = -1  # Every fold model: jobs/fold<k>/r0/<method>/model.keras.
@@ -184,6 +187,11 @@ def get_config(arg=None):
     config.training.zoom = 0.1  # Scale part of the affine transform (no range given).
     config.training.validation_loss = True  # Validation L_H per epoch (Fig. A1).
     config.training.verbose = 2
+    # XLA for the training step: False | True | "auto" (Keras: XLA where it compiles).
+    config.training.jit_compile = ml_collections.FieldReference(False, field_type=object)
+    # The tf.data training augmentation as layers at the network's input, run on
+    # the accelerator in training only (tfcell.data.TrainingAugmentation).
+    config.training.augment_in_model = False
     config.training.tensorboard = False
 
     config.evaluation = ml_collections.ConfigDict()

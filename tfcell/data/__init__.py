@@ -10,6 +10,7 @@ from tfcell.data.idc import *
 from tfcell.data.image_io import *
 from tfcell.data.kather import *
 from tfcell.data.medmnist import *
+from tfcell.data.model_augmentation import *
 from tfcell.data.nuclei import *
 from tfcell.data.pipeline import *
 from tfcell.data.samplers import *

@@ -44,6 +44,10 @@ class DataInfo:
     num_domains: int = 1
     num_subjects: int = 1
     domain_class_counts: tuple = ()  # (num_domains, num_classes) training counts.
+    # A Keras layer the network starts with, active in training only (the
+    # tf.data augmentation moved onto the accelerator, config.training.
+    # augment_in_model); None: the pipeline augments, or nothing does.
+    augmentation: object = None
 
 
 @dataclasses.dataclass
@@ -116,6 +120,7 @@ class LossMethod(Method):
             info.num_classes,
             head=self.head,
             embedding_dim=config.model.embedding_dim,
+            augmentation=info.augmentation,
             **self.head_kwargs(hp),
         )
         scale = hp.get("scale") if self.head == "cosine" else None
@@ -148,12 +153,16 @@ class TrainerMethod(Method):
         _require(hp, self.required, self.title)
         backbone = make_backbone(config.model, info.image_shape)
         inputs = keras.Input(info.image_shape, name="image")
-        x = backbone(inputs)
+        x = backbone(inputs if info.augmentation is None else info.augmentation(inputs))
         if config.model.get("embedding_dim"):
             x = keras.layers.Dense(config.model.embedding_dim, name="embedding")(x)
         featurizer = keras.Model(inputs, x, name="featurizer")
+        # Logits in float32 under a mixed policy (they feed the trainer's losses).
         classifier = keras.Sequential(
-            [keras.Input(featurizer.output_shape[1:]), keras.layers.Dense(info.num_classes)],
+            [
+                keras.Input(featurizer.output_shape[1:]),
+                keras.layers.Dense(info.num_classes, dtype="float32"),
+            ],
             name="classifier",
         )
         model = self.make_trainer(featurizer, classifier, info, hp)

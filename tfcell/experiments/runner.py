@@ -11,6 +11,15 @@
 Finished jobs are skipped when the same command runs again (`workdir.Workdir`),
 so a killed run continues where it stopped; a setting whose jobs are all
 finished is not even loaded. Paper-agnostic: the paper lives in the protocol.
+
+The GPU path, for every paper: `config.mixed_precision=True` runs the whole
+run under Keras' `mixed_float16` policy (float16 compute, float32 variables;
+`compile` wraps the optimizer in a `LossScaleOptimizer`, the trainers scale
+their loss with it; heads and losses stay float32) and restores the previous
+policy afterwards; it is recorded in `run.json` (`dtype_policy`).
+`config.training.jit_compile` (XLA) and `config.training.augment_in_model`
+are read by the task (`tasks.ClassificationTask`); a task that does not read
+them refuses a run that sets them.
 """
 
 import json
@@ -95,6 +104,31 @@ def _combine_repeat(protocol, wd, config, repeat, seed, settings, keys):
         wd.finish(key, [{**common, **r} for r in records])
 
 
+# config.training options a task must declare (`task.training_options`) to be run with.
+_TASK_OPTIONS = ("jit_compile", "augment_in_model")
+
+
+def _check_task_options(task, config):
+    """A clear error for a task option the protocol's task would silently ignore."""
+    training = config.get("training") or {}
+    for option in _TASK_OPTIONS:
+        value = training.get(option, False)
+        if value and option not in getattr(task, "training_options", ()):
+            raise ValueError(
+                f"config.training.{option}={value!r}, but this protocol's task "
+                f"({type(task).__name__}) does not support it (tasks.ClassificationTask and "
+                f"its subclasses do). Set config.training.{option}=False."
+            )
+
+
+def _dtype_policy(config):
+    """The policy `config.mixed_precision=True` asks for ("mixed_float16"), else None."""
+    mixed = config.get("mixed_precision", False)
+    if mixed not in (True, False):
+        raise ValueError(f"config.mixed_precision must be True or False; received {mixed!r}.")
+    return "mixed_float16" if mixed else None
+
+
 def run(protocol, config, workdir, restart=False):
     """Runs (or resumes) every job; returns the path of `report.md`.
 
@@ -104,6 +138,22 @@ def run(protocol, config, workdir, restart=False):
         workdir: output folder; a previous run of the same config there is resumed.
         restart: start over (delete the previous run's files).
     """
+    _check_task_options(protocol.task, config)
+    policy = _dtype_policy(config)
+    previous_policy = keras.mixed_precision.global_policy()
+    if policy is not None:
+        print(
+            f"Mixed precision: {policy} (float16 compute, float32 variables, loss scaling).",
+            flush=True,
+        )
+        keras.mixed_precision.set_global_policy(policy)
+    try:
+        return _run(protocol, config, workdir, restart, policy)
+    finally:
+        keras.mixed_precision.set_global_policy(previous_policy)
+
+
+def _run(protocol, config, workdir, restart, policy):
     wd = workdir_lib.Workdir(workdir, config, restart=restart)
     if wd.resumed:
         print(f"Resuming {wd.path}: {len(wd.finished_jobs())} job(s) already finished.", flush=True)
@@ -171,6 +221,8 @@ def run(protocol, config, workdir, restart=False):
                 )
                 del result
                 keras.utils.clear_session()
+                if policy is not None:  # clear_session resets the global policy.
+                    keras.mixed_precision.set_global_policy(policy)
             outputs = {n: wd.outputs(k) for n, k in keys.items()}
             for name, combined in protocol.combine(setting, outputs, config).items():
                 key = workdir_lib.job_key(setting.name, repeat, name)
@@ -191,6 +243,9 @@ def run(protocol, config, workdir, restart=False):
         "this_attempt_min": elapsed / 60,
         "jobs_trained_this_attempt": trained,
         "resumed": wd.resumed,
+        "dtype_policy": keras.mixed_precision.global_policy().name,
+        "jit_compile": config.get("training", {}).get("jit_compile", False),
+        "augment_in_model": bool(config.get("training", {}).get("augment_in_model", False)),
     }
     wd.write_json("run.json", run_info)
     path = protocol.write_report(wd.path, config, wd.records(), run_info)

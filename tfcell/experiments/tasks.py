@@ -26,6 +26,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfcell import training
+from tfcell.data import model_augmentation
 from tfcell.evaluation import calibration, metrics
 from tfcell.experiments import methods as methods_lib
 from tfcell.experiments import selection
@@ -219,6 +220,11 @@ class JobResult:
 class ClassificationTask:
     """Trains and evaluates one classification method (see the module docstring)."""
 
+    # The config.training options it reads beyond the basics (the runner
+    # refuses them for a task without them): XLA, and the augmentation in the
+    # network instead of tf.data (`LossMethod` and `TrainerMethod` place it).
+    training_options = ("jit_compile", "augment_in_model")
+
     def prepare(self, setting, config, cache_dir=None):
         """The data every job on `setting` shares: decoded once (`SettingData`)."""
         return SettingData(
@@ -236,11 +242,18 @@ class ClassificationTask:
         keras.utils.set_random_seed(job.seed)
         info = data.info()
         with job.strategy.scope():
+            augmentation = None
+            if train_cfg.get("augment_in_model", False):
+                # The tf.data augmentation runs in the network, on the accelerator.
+                augmentation = model_augmentation.in_model_augmentation(job.augment, job.seed)
+                info = dataclasses.replace(info, augmentation=augmentation)
+                job = dataclasses.replace(job, augment=None)
             built = job.method.build(info, dict(job.hp), config)
             compile_kwargs = {"optimizer": methods_lib.make_optimizer(config.optimizer)}
             if built.loss is not None:
                 compile_kwargs.update(loss=built.loss, metrics=["accuracy"])
-            built.model.compile(**compile_kwargs)
+            jit_compile = _jit_compile(job, built.model, augmentation)
+            built.model.compile(**compile_kwargs, jit_compile=jit_compile)
         batch_size = train_cfg.batch_size
         val_labels = setting.labels("val")
         selector = selection.ValidationSelection(
@@ -341,6 +354,39 @@ class ClassificationTask:
                 }
             )
         return JobResult(records, outputs, built.model)
+
+
+def _layers(layer):
+    """`layer` and every layer nested in it (submodels, a trainer's networks)."""
+    yield layer
+    for child in getattr(layer, "layers", ()):
+        yield from _layers(child)
+
+
+def _jit_compile(job, model, augmentation):
+    """`config.training.jit_compile` (False | True | "auto"), checked against the
+    network: the in-model augmentation must be in it, and compile with XLA."""
+    value = job.config.training.get("jit_compile", False)
+    if value not in (False, True, "auto"):
+        raise ValueError(
+            f"config.training.jit_compile must be False, True or 'auto'; received {value!r}."
+        )
+    if augmentation is None:
+        return value
+    if not any(layer is augmentation for layer in _layers(model)):
+        raise ValueError(
+            f"{job.name}: config.training.augment_in_model=True, but its method "
+            f"({type(job.method).__name__}) did not put DataInfo.augmentation in the network "
+            "(LossMethod and TrainerMethod do). Set config.training.augment_in_model=False."
+        )
+    if value is True and not augmentation.supports_jit:
+        raise ValueError(
+            "config.training.jit_compile=True with augment_in_model=True: the augmentation's "
+            "flips/rotation (ImageProjectiveTransformV3) have no XLA kernel. Use "
+            "jit_compile='auto' (XLA where it compiles), augment_in_model=False, or a "
+            "RandomDihedral augmentation (exact flips and quarter turns, XLA-ready)."
+        )
+    return value
 
 
 class _CallbackData:

@@ -35,6 +35,14 @@ logger = logging.getLogger("tfcell.experiments")
 # Config keys that may change between a run and its resume (they change output
 # verbosity, not results).
 _VOLATILE = ("training.verbose",)
+# Options added after runs were started, with the value those runs used: a
+# config that holds the default compares equal to one without the key, so an
+# older workdir still resumes.
+_ADDED_DEFAULTS = {
+    "mixed_precision": False,
+    "training.jit_compile": False,
+    "training.augment_in_model": False,
+}
 
 
 class ConfigMismatchError(ValueError):
@@ -65,7 +73,19 @@ def _comparable(config_json):
     data = json.loads(config_json)
     for key in _VOLATILE:
         _drop(data, key)
+    for key, default in _ADDED_DEFAULTS.items():
+        if _get(data, key) is default:
+            _drop(data, key)
     return data
+
+
+def _get(config_dict, dotted):
+    node = config_dict
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
 
 
 class Workdir:
