@@ -1,7 +1,8 @@
 """tfcell data: readers for each public layout, splits, augmentation, samplers,
-tf.data pipelines and embedded synthetic data."""
+tf.data pipelines, sharded TFRecords, the tf.data service and embedded synthetic
+data."""
 
-from tfcell.data import paths, records
+from tfcell.data import paths, records, service
 from tfcell.data.augmentation import *
 from tfcell.data.cache import *
 from tfcell.data.cnmc import *
@@ -16,4 +17,5 @@ from tfcell.data.pipeline import *
 from tfcell.data.samplers import *
 from tfcell.data.splits import *
 from tfcell.data.synthetic import *
+from tfcell.data.tfrecords import *
 from tfcell.data.wbc import *

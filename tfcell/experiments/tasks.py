@@ -55,21 +55,61 @@ class SettingData:
     Args:
         setting: a `settings.Setting`.
         image_size: int, the square size images are brought to.
-        cache_dir: where decoded arrays are kept on disk (the workdir's `cache/`),
-            or None for memory only.
-        in_memory: True (default): decode the whole table once
+        cache_dir: where decoded arrays (and TFRecord shards) are kept on disk
+            (the workdir's `cache/`), or None for memory only.
+        in_memory: True (default): `storage="memory"`; False: `storage="files"`.
+        storage: where every epoch's images come from (config `data.storage`;
+            default from `in_memory`):
+            "memory": decode the whole table once
             (`tfcell.data.cache.decoded_images`) and serve every epoch from that
-            array (`pipeline.from_arrays`). False, for sets that do not fit in
-            memory (NCT-CRC-HE-100K at 224 px is 15 GB): stream and decode every
-            epoch from the files (`pipeline.from_records`).
+            array (`pipeline.from_arrays`).
+            "files", for sets that do not fit in memory (NCT-CRC-HE-100K at
+            224 px is 15 GB): stream and decode every epoch from the files
+            (`pipeline.from_records`).
+            "tfrecord": on first use, write each part once, padded and resized
+            to `image_size` (PNG, lossless: the pixels of "memory"), as sharded
+            TFRecords under `cache_dir/tfrecords/<setting name>/<part>-*`
+            (`tfcell.data.tfrecords`; reused while complete and unchanged),
+            and stream every epoch from them (shuffled files and a record
+            buffer, `read_shards`); predictions come in part order.
+        service: a tf.data service dispatcher, "grpc://host:port" (config
+            `data.service`), that decodes and augments the training batches
+            (`tfcell.data.service.distribute`); needs storage "files" or
+            "tfrecord". None: everything local.
+        service_mode: its processing mode (config `data.service_mode`).
     """
 
-    def __init__(self, setting, image_size, cache_dir=None, in_memory=True):
+    STORAGES = ("memory", "files", "tfrecord")
+
+    def __init__(
+        self, setting, image_size, cache_dir=None, in_memory=True, storage=None, service=None,
+        service_mode="distributed_epoch",
+    ):  # fmt: skip
         from tfcell.data import cache
 
+        storage = storage or ("memory" if in_memory else "files")
+        if storage not in self.STORAGES:
+            raise ValueError(
+                f"config.data.storage must be one of {self.STORAGES}; received {storage!r}."
+            )
+        if storage == "tfrecord" and cache_dir is None:
+            raise ValueError(
+                "config.data.storage='tfrecord' writes shards under the workdir's cache/; "
+                "SettingData received cache_dir=None. Pass a cache_dir."
+            )
+        if service and storage == "memory":
+            raise ValueError(
+                f"config.data.service={service!r} sends the dataset's graph to the tf.data "
+                "service workers, and with config.data.storage='memory' that graph holds "
+                "every decoded image. Set config.data.storage='tfrecord' (or 'files')."
+            )
         self.setting = setting
         self.image_size = int(image_size)
-        self.in_memory = bool(in_memory)
+        self.storage = storage
+        self.in_memory = storage == "memory"
+        self.cache_dir = cache_dir
+        self.service, self.service_mode = service or None, service_mode
+        self._shards = {}
         self.images = None
         if self.in_memory:
             self.images = cache.decoded_images(
@@ -115,30 +155,65 @@ class SettingData:
         epoch is the sampler's (the largest group seen once). "shuffle" or
         None: plain shuffled batches of `batch_size`.
         """
-        from tfcell.data import pipeline
+        from tfcell.data import pipeline, tfrecords
+        from tfcell.data import service as data_service
 
         idx = self.setting.parts[part]
         if training and sampler not in (None, "shuffle"):
             return self._balanced(part, idx, batch_size, output, seed, augment, sampler, per_group)
-        if not self.in_memory:
-            return pipeline.from_records(
+        if self.storage == "tfrecord":
+            dataset = tfrecords.read_shards(
+                *self._tfrecords(part), self.image_size, batch_size, output=output,
+                shuffle=training, seed=seed, augment=augment if training else None,
+                pad_small=self.setting.pad_small,
+            )  # fmt: skip
+        elif self.storage == "files":
+            dataset = pipeline.from_records(
                 self.setting.table(part), self.image_size, batch_size=batch_size,
                 shuffle=training, augment=augment if training else None, seed=seed,
                 output=output, pad_small=self.setting.pad_small, validate=None,
                 id_maps=self.id_maps,
             )  # fmt: skip
-        return pipeline.from_arrays(
-            self.images[idx],
-            self.setting.labels(part),
-            batch_size=batch_size,
-            shuffle=training,
-            augment=augment if training else None,
-            seed=seed,
-            output=output,
-            domains=None if self.domains is None else self.domains[idx],
-            subjects=None if self.subjects is None else self.subjects[idx],
-            id_maps=self.id_maps,
-        )
+        else:
+            dataset = pipeline.from_arrays(
+                self.images[idx], self.setting.labels(part), batch_size=batch_size,
+                shuffle=training, augment=augment if training else None, seed=seed,
+                output=output, domains=None if self.domains is None else self.domains[idx],
+                subjects=None if self.subjects is None else self.subjects[idx],
+                id_maps=self.id_maps,
+            )  # fmt: skip
+        if training and self.service:
+            # After decode, augmentation and batch (the TF guide): whole batches travel.
+            dataset = data_service.distribute(
+                dataset, self.service, processing_mode=self.service_mode
+            )
+        return dataset
+
+    def _tfrecords(self, part):
+        """(directory, prefix) of the part's shards, written on first use."""
+        from tfcell.data import decode, tfrecords
+
+        if part not in self._shards:
+            directory = os.path.join(self.cache_dir, "tfrecords", self.setting.name)
+            prefix = "".join(c if c.isalnum() or c in "._=+-" else "_" for c in part)
+            metadata = tfrecords.write_shards(
+                self.setting.table(part), directory, prefix, image_size=self.image_size,
+                class_names=self.setting.class_names, id_maps=self.id_maps,
+                pad_small=self.setting.pad_small, reuse=True,
+            )  # fmt: skip
+            if metadata["skipped"]:
+                bad = "\n".join(
+                    f"  {path}: {reason}"
+                    for reason, paths in metadata["skipped"].items()
+                    for path in paths[:10]
+                )
+                raise decode.ImageError(
+                    f"{self.setting.name} part {part!r}: image file(s) cannot be read:\n{bad}\n"
+                    "Remove or replace them, or re-read the folder with the tfcell reader, "
+                    "which skips and counts bad files."
+                )
+            self._shards[part] = (directory, prefix)
+        return self._shards[part]
 
     def _balanced(self, part, idx, batch_size, output, seed, augment, sampler, per_group):
         from tfcell.data import samplers
@@ -150,7 +225,10 @@ class SettingData:
             )
         if not self.in_memory:
             raise ValueError(
-                f"config.training.sampler={sampler!r} needs config.data.in_memory=True."
+                f"config.training.sampler={sampler!r} draws every batch from the decoded images "
+                f"by index, which config.data.storage={self.storage!r} (streamed) cannot do. "
+                "Set config.data.storage='memory' (config.data.in_memory=True) or "
+                "config.training.sampler='shuffle'."
             )
         labels = self.setting.labels(part)
         if sampler == "domain_balanced":
@@ -177,7 +255,7 @@ class SettingData:
                 .map(lambda x: tf.cast(x, tf.float32), num_parallel_calls=tf.data.AUTOTUNE)
                 .prefetch(tf.data.AUTOTUNE)
             )
-        else:
+        else:  # Unshuffled: part order (the shards' round-robin read, too).
             dataset = self.dataset(part, batch_size).map(lambda x, y: x)
         return np.asarray(model.predict(dataset, verbose=0))
 
@@ -227,9 +305,12 @@ class ClassificationTask:
 
     def prepare(self, setting, config, cache_dir=None):
         """The data every job on `setting` shares: decoded once (`SettingData`)."""
+        data = config.data
         return SettingData(
-            setting, config.data.image_size, cache_dir, in_memory=config.data.get("in_memory", True)
-        )
+            setting, data.image_size, cache_dir, in_memory=data.get("in_memory", True),
+            storage=data.get("storage"), service=data.get("service"),
+            service_mode=data.get("service_mode", "distributed_epoch"),
+        )  # fmt: skip
 
     def fit_kwargs(self, job, batch_size):
         """Further keyword arguments of `fit` (e.g. `validation_data`, for a
