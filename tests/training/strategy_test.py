@@ -51,10 +51,21 @@ class GetStrategyTest(testing.TestCase):
             {"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 0}}
         )
         with mock.patch.object(tf.distribute, "MultiWorkerMirroredStrategy") as mwms:
-            with self.assertLogs(strategy_module._log, "WARNING") as logs:
+            with self.assertLogs(strategy_module._log, "INFO") as logs:
                 tfcell.training.get_strategy()
         mwms.assert_called_once_with()
-        self.assertIn("20585", logs.output[0])
+        self.assertIn("tfcell.training.fit", logs.output[0])
+
+    def test_tf_config_with_chief_and_worker_gives_multi_worker(self):
+        os.environ["TF_CONFIG"] = json.dumps(
+            {
+                "cluster": {"chief": ["a:1"], "worker": ["b:2"]},
+                "task": {"type": "chief", "index": 0},
+            }
+        )
+        with mock.patch.object(tf.distribute, "MultiWorkerMirroredStrategy") as mwms:
+            tfcell.training.get_strategy()
+        mwms.assert_called_once_with()
 
     def test_tf_config_with_one_worker_is_ignored(self):
         os.environ["TF_CONFIG"] = json.dumps({"cluster": {"worker": ["a:1"]}})

@@ -26,14 +26,18 @@ import json
 import logging
 import os
 import platform
+import shutil
+import tempfile
 import time
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from tfcell.experiments import protocol as protocol_lib
 from tfcell.experiments import tasks
 from tfcell.experiments import workdir as workdir_lib
+from tfcell.training import loop
 from tfcell.training import strategy as strategy_lib
 
 __all__ = ["base_record", "hardware", "run", "SYNTHETIC_BANNER"]
@@ -154,13 +158,58 @@ def run(protocol, config, workdir, restart=False):
 
 
 def _run(protocol, config, workdir, restart, policy):
-    wd = workdir_lib.Workdir(workdir, config, restart=restart)
-    if wd.resumed:
-        print(f"Resuming {wd.path}: {len(wd.finished_jobs())} job(s) already finished.", flush=True)
     strategy = strategy_lib.get_strategy()
     logger.info(
         "strategy %s with %d replica(s)", type(strategy).__name__, strategy.num_replicas_in_sync
     )
+    chief = loop.is_chief()
+    if not chief:
+        # A worker's scratch folder (decoded images, job files); its results
+        # are the chief's, so nothing of it is kept.
+        task_type, index, _ = loop.task_info()
+        scratch = tempfile.mkdtemp(prefix=f"tfcell-{task_type}{index}-")
+        print(f"{task_type} {index}: training with the chief; scratch files in {scratch}, "
+              f"results in the chief's {workdir}.", flush=True)  # fmt: skip
+        try:
+            return _run_jobs(protocol, config, scratch, False, policy, strategy, chief)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+    return _run_jobs(protocol, config, workdir, restart, policy, strategy, chief)
+
+
+def _num_tasks():
+    cluster = loop.task_info()[2]
+    return max(len(cluster.get("worker", [])) + len(cluster.get("chief", [])), 1)
+
+
+def _save_job(wd, config, key, folder, setting, repeat, seed, name, result):
+    """The chief's part of a finished job: its model, records, outputs, `done`."""
+    if result.model is not None and _keep_model(config, repeat):
+        result.model.save(os.path.join(folder, "model.keras"))
+    records = [{**base_record(setting, repeat, seed), **r} for r in result.records]
+    wd.finish(key, records, result.outputs)
+    main = records[0]
+    print(
+        f"  {name:14s} f1 {main.get('f1', float('nan')):.3f} acc "
+        f"{main.get('accuracy', float('nan')):.3f} (best epoch "
+        f"{main.get('best_epoch', '-')}/{main.get('epochs', '-')}, "
+        f"{main.get('epoch_time_s', float('nan')):.1f} s/epoch)",
+        flush=True,
+    )
+
+
+def _finished(wd, keys, strategy):
+    """Which of `keys` are finished: the chief's answer, on every worker."""
+    flags = [float(wd.is_finished(k)) for k in keys]
+    if not flags:
+        return []
+    return [bool(f) for f in np.atleast_1d(loop.broadcast_from_chief(flags, strategy))]
+
+
+def _run_jobs(protocol, config, workdir, restart, policy, strategy, chief):
+    wd = workdir_lib.Workdir(workdir, config, restart=restart)
+    if wd.resumed:
+        print(f"Resuming {wd.path}: {len(wd.finished_jobs())} job(s) already finished.", flush=True)
     methods = protocol.methods(config)
     start = time.perf_counter()
     announced = False
@@ -170,7 +219,8 @@ def _run(protocol, config, workdir, restart, policy):
         repeat_settings, repeat_keys = [], {}
         for setting in protocol.settings(config, repeat):
             keys = {n: workdir_lib.job_key(setting.name, repeat, n) for n in methods}
-            pending = [n for n, k in keys.items() if not wd.is_finished(k)]
+            finished = dict(zip(keys, _finished(wd, list(keys.values()), strategy)))
+            pending = [n for n in keys if not finished[n]]
             label = f"[{setting.name} repeat {repeat + 1}/{config.num_repeats}]"
             if setting.synthetic and not announced:
                 from tfcell.data import synthetic
@@ -189,7 +239,7 @@ def _run(protocol, config, workdir, restart, policy):
                 )
             for name in methods:
                 key = keys[name]
-                if wd.is_finished(key):
+                if finished[name]:
                     logger.info("skip finished job %s", key)
                     continue
                 folder = wd.job_dir(key)
@@ -206,23 +256,15 @@ def _run(protocol, config, workdir, restart, policy):
                     augment=protocol.augmentation(config, seed),
                 )
                 result = protocol.task.run_job(job)
-                if result.model is not None and _keep_model(config, repeat):
-                    result.model.save(os.path.join(folder, "model.keras"))
-                records = [{**base_record(setting, repeat, seed), **r} for r in result.records]
-                wd.finish(key, records, result.outputs)
                 trained += 1
-                main = records[0]
-                print(
-                    f"  {name:14s} f1 {main.get('f1', float('nan')):.3f} acc "
-                    f"{main.get('accuracy', float('nan')):.3f} (best epoch "
-                    f"{main.get('best_epoch', '-')}/{main.get('epochs', '-')}, "
-                    f"{main.get('epoch_time_s', float('nan')):.1f} s/epoch)",
-                    flush=True,
-                )
+                if chief:
+                    _save_job(wd, config, key, folder, setting, repeat, seed, name, result)
                 del result
                 keras.utils.clear_session()
                 if policy is not None:  # clear_session resets the global policy.
                     keras.mixed_precision.set_global_policy(policy)
+            if not chief:
+                continue  # Combinations read the saved outputs: the chief's work.
             outputs = {n: wd.outputs(k) for n, k in keys.items()}
             for name, combined in protocol.combine(setting, outputs, config).items():
                 key = workdir_lib.job_key(setting.name, repeat, name)
@@ -230,8 +272,12 @@ def _run(protocol, config, workdir, restart, policy):
                     wd.finish(key, [{**base_record(setting, repeat, seed), **r} for r in combined])
             repeat_settings.append(setting)
             repeat_keys[setting.name] = keys
-        _combine_repeat(protocol, wd, config, repeat, seed, repeat_settings, repeat_keys)
+        if chief:
+            _combine_repeat(protocol, wd, config, repeat, seed, repeat_settings, repeat_keys)
     elapsed = time.perf_counter() - start
+    if not chief:
+        print(f"worker: {trained} job(s) trained with the chief in {elapsed / 60:.1f} min.")
+        return None
     previous = 0.0
     run_json = os.path.join(wd.path, "run.json")
     if wd.resumed and os.path.exists(run_json):
@@ -246,6 +292,9 @@ def _run(protocol, config, workdir, restart, policy):
         "dtype_policy": keras.mixed_precision.global_policy().name,
         "jit_compile": config.get("training", {}).get("jit_compile", False),
         "augment_in_model": bool(config.get("training", {}).get("augment_in_model", False)),
+        "strategy": type(strategy).__name__,
+        "replicas": int(strategy.num_replicas_in_sync),
+        "workers": _num_tasks(),
     }
     wd.write_json("run.json", run_info)
     path = protocol.write_report(wd.path, config, wd.records(), run_info)

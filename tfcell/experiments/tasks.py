@@ -257,7 +257,7 @@ class SettingData:
             )
         else:  # Unshuffled: part order (the shards' round-robin read, too).
             dataset = self.dataset(part, batch_size).map(lambda x, y: x)
-        return np.asarray(model.predict(dataset, verbose=0))
+        return np.asarray(training.predict(model, dataset))
 
 
 def evaluate_scores(y_true, probabilities, num_classes):
@@ -375,7 +375,8 @@ class ClassificationTask:
         if steps:
             train = train.repeat()
         start = time.perf_counter()
-        history = built.model.fit(
+        history = training.fit(
+            built.model,
             train,
             epochs=train_cfg.epochs,
             steps_per_epoch=steps,

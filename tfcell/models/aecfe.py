@@ -345,7 +345,9 @@ def aecfe_encode(model, features, batch_size=256):
             encoder = model.get_layer("encoder")
         except ValueError:
             encoder = model
-    return np.asarray(encoder.predict(features, batch_size=batch_size, verbose=0))
+    from tfcell.training import loop  # Local: tfcell.training imports tfcell.models.
+
+    return np.asarray(loop.predict(encoder, features, batch_size=batch_size))
 
 
 def _pair(value, arg):

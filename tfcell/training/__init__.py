@@ -8,4 +8,5 @@ from tfcell.training.callbacks import *
 from tfcell.training.dann import *
 from tfcell.training.erm import *
 from tfcell.training.heterogeneity import *
+from tfcell.training.loop import *
 from tfcell.training.strategy import *

@@ -23,13 +23,15 @@ def _num_workers():
             '{"cluster": {"worker": ["host1:port", "host2:port"]}, '
             '"task": {"type": "worker", "index": 0}}.'
         ) from error
-    return len(config.get("cluster", {}).get("worker", [])) or 1
+    cluster = config.get("cluster", {})
+    return len(cluster.get("worker", [])) + len(cluster.get("chief", [])) or 1
 
 
 def get_strategy():
     """Returns the distribution strategy for this machine.
 
-    - `TF_CONFIG` naming more than one worker: `MultiWorkerMirroredStrategy`.
+    - `TF_CONFIG` naming more than one task (chief and workers):
+      `MultiWorkerMirroredStrategy`.
     - More than one GPU: `MirroredStrategy` over all of them.
     - One GPU: `OneDeviceStrategy("/gpu:0")`.
     - No GPU: the default strategy (`tf.distribute.get_strategy()`).
@@ -41,19 +43,18 @@ def get_strategy():
         A `tf.distribute.Strategy`.
 
     Note:
-        Keras 3 does not support `MultiWorkerMirroredStrategy`: `Model.fit`
-        fails under it (keras-team/keras#20585, open; the Keras author's
-        answer there: "Keras 3 does not work with
-        tf.distribute.MultiWorkerMirroredStrategy"). The strategy is still
-        returned, with a warning, for a custom training loop; for `fit`, use
-        one machine with `MirroredStrategy` (or Keras 3 on JAX with
-        `keras.distribution` across machines).
+        Keras 3's `Model.fit` and `Model.evaluate` fail under
+        `MultiWorkerMirroredStrategy` (keras-team/keras#20585, open). Train
+        with `tfcell.training.fit` (and predict with `tfcell.training.predict`):
+        it calls `Model.fit` under every other strategy and runs the model's
+        own `train_step` in a `strategy.run` loop under this one
+        (`tfcell/training/loop.py`); the experiment harness always does.
     """
     workers = _num_workers()
     if workers > 1:
-        _log.warning(
-            "TF_CONFIG names %d workers: MultiWorkerMirroredStrategy. Keras 3 fit "
-            "fails under it (keras-team/keras#20585); use a custom loop.",
+        _log.info(
+            "TF_CONFIG names %d tasks: MultiWorkerMirroredStrategy; train with "
+            "tfcell.training.fit (Keras 3 Model.fit fails under it, keras-team/keras#20585).",
             workers,
         )
         return tf.distribute.MultiWorkerMirroredStrategy()

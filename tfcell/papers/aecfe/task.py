@@ -151,8 +151,8 @@ class AECFETask:
         )
         timer = tasks.EpochTimer()
         start = time.perf_counter()
-        history = trainer.fit(
-            batches, epochs=int(config.autoencoder.epochs), callbacks=[timer], shuffle=False,
+        history = training.fit(
+            trainer, batches, epochs=int(config.autoencoder.epochs), callbacks=[timer], shuffle=False,
             verbose=config.training.verbose if job.verbose is None else job.verbose,
         )  # fmt: skip
         seconds = time.perf_counter() - start
@@ -255,8 +255,8 @@ class AECFETask:
         if training.batch_norm_layers(model):
             callbacks.append(training.PreciseBatchNormCallback(batches))
         start = time.perf_counter()
-        history = model.fit(
-            batches, epochs=int(config.oracle.epochs), callbacks=callbacks, shuffle=False,
+        history = training.fit(
+            model, batches, epochs=int(config.oracle.epochs), callbacks=callbacks, shuffle=False,
             verbose=config.training.verbose if job.verbose is None else job.verbose,
         )  # fmt: skip
         seconds = time.perf_counter() - start
@@ -267,7 +267,7 @@ class AECFETask:
         def probabilities(rows):
             if not len(rows):
                 return np.zeros((0, data.setting.num_classes), "float32")
-            logits = model.predict(data.images[rows].astype("float32"), verbose=0, batch_size=128)
+            logits = training.predict(model, data.images[rows].astype("float32"), batch_size=128)
             return np.asarray(keras.ops.softmax(logits, axis=-1))
 
         extra = {

@@ -25,6 +25,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfcell import training
 from tfcell.experiments import methods as methods_lib
 from tfcell.experiments import tasks
 from tfcell.papers.ece import data as data_lib
@@ -143,8 +144,8 @@ class NucleiTask:
         if built.callbacks is not None:
             callbacks += list(built.callbacks(built.model, None))
         start = time.perf_counter()
-        history = built.model.fit(
-            dataset, epochs=int(config.training.epochs), callbacks=callbacks,
+        history = training.fit(
+            built.model, dataset, epochs=int(config.training.epochs), callbacks=callbacks,
             verbose=config.training.verbose if job.verbose is None else job.verbose,
         )  # fmt: skip
         train_time = time.perf_counter() - start

@@ -15,6 +15,7 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
+from tfcell import training
 from tfcell.data import augmentation as augmentation_lib
 from tfcell.experiments import tasks
 
@@ -158,7 +159,7 @@ class CroppedSettingData(tasks.SettingData):
                 .map(lambda x: tf.cast(x, tf.float32), num_parallel_calls=tf.data.AUTOTUNE)
                 .prefetch(tf.data.AUTOTUNE)
             )
-            outputs.append(np.asarray(model.predict(dataset, verbose=0), "float64"))
+            outputs.append(np.asarray(training.predict(model, dataset), "float64"))
         if len(outputs) == 1:
             return outputs[0]
         probabilities = np.mean([_softmax(o) for o in outputs], axis=0)

@@ -1,0 +1,59 @@
+"""The experiment harness on two worker processes (loopback TF_CONFIG): only
+the chief writes the workdir, and after a worker is killed mid-run, starting
+both again resumes after the last finished job. In tests/experiments (not a
+numerical test: it runs once in CI)."""
+
+import glob
+import json
+import os
+import sys
+import time
+
+import pytest
+
+from tfcell.evaluation import report
+from tfcell.testing.multi_worker import LocalCluster
+
+pytestmark = pytest.mark.multi_worker
+
+
+def _program(*args):
+    return [sys.executable, "-m", "tfcell.testing.multi_worker_program", *args]
+
+
+def _finished_jobs(workdir):
+    return sorted(glob.glob(os.path.join(workdir, "jobs", "*", "*", "*", "done")))
+
+
+def test_harness_on_two_workers_writes_on_the_chief_and_resumes_after_a_kill(tmp_path):
+    chief_dir, worker_dir = tmp_path / "w0", tmp_path / "w1"
+    command = _program("harness", f"--workdir={tmp_path}/w{{index}}", "--epochs=1")
+    cluster = LocalCluster(2, command, log_dir=str(tmp_path / "logs")).start()
+    try:
+        cluster.wait_for(lambda: _finished_jobs(chief_dir), 240, "the chief's first finished job")
+        cluster.kill(1)  # A worker dies mid-run ...
+        deadline = time.monotonic() + 60
+        while cluster.poll()[0] is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        chief_exit = cluster.poll()[0]
+        cluster.kill()  # ... the chief stops in its next collective (or is stopped here).
+        before = _finished_jobs(chief_dir)
+        assert 1 <= len(before) < 6
+        assert not (chief_dir / report.DONE_FILE).exists()
+        cluster.start()  # Both start again, with the same command.
+        cluster.wait(timeout=300)
+    finally:
+        cluster.kill()
+    # The chief noticed the dead worker by itself (TF's coordination service).
+    assert chief_exit not in (None, 0)
+    run = json.loads((chief_dir / "run.json").read_text())
+    assert run["resumed"] and run["workers"] == 2 and run["replicas"] == 2
+    assert run["jobs_trained_this_attempt"] == 6 - len(before)
+    records = report.read_results(str(chief_dir))
+    jobs = [r["job"] for r in records]
+    assert len(set(jobs)) == 6 and len(jobs) == len(records)  # Each job once.
+    assert (chief_dir / report.DONE_FILE).exists()
+    assert len(glob.glob(str(chief_dir / "jobs" / "*" / "*" / "*" / "model.keras"))) == 6
+    # The worker wrote nothing: its --workdir was never created.
+    assert not worker_dir.exists()
+    assert "trained with the chief" in cluster.output(1)
