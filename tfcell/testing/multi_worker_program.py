@@ -95,10 +95,25 @@ def _fit(args):
     train = dataset(args.case, args.batch_size, args.num_examples, args.size)
     if args.epochs > 1 and args.steps_per_epoch:
         train = train.repeat()
+    import keras
+
+    epoch_times, steps = [], []
+
+    class Timer(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.start, self.steps = time.perf_counter(), 0
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.steps += 1
+
+        def on_epoch_end(self, epoch, logs=None):
+            epoch_times.append(time.perf_counter() - self.start)
+            steps.append(self.steps)
+
     start = time.perf_counter()
     history = training.fit(
         model, train, epochs=args.epochs, verbose=0, shuffle=False,
-        steps_per_epoch=args.steps_per_epoch or None,
+        steps_per_epoch=args.steps_per_epoch or None, callbacks=[Timer()],
     )  # fmt: skip
     elapsed = time.perf_counter() - start
     _, index, _ = training.task_info()
@@ -112,6 +127,9 @@ def _fit(args):
             {
                 "seconds": elapsed,
                 "epochs": args.epochs,
+                "epoch_seconds": epoch_times,
+                "steps_per_epoch": steps,
+                "global_batch": args.batch_size,
                 "replicas": int(strategy.num_replicas_in_sync),
                 "strategy": type(strategy).__name__,
                 "history": {k: [float(v) for v in vs] for k, vs in history.history.items()},
