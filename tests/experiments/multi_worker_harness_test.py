@@ -57,3 +57,16 @@ def test_harness_on_two_workers_writes_on_the_chief_and_resumes_after_a_kill(tmp
     # The worker wrote nothing: its --workdir was never created.
     assert not worker_dir.exists()
     assert "trained with the chief" in cluster.output(1)
+
+
+def test_tf_data_service_with_several_workers_is_refused(tmp_path, monkeypatch):
+    from tfcell import training
+    from tfcell.experiments import tasks
+    from tfcell.testing import multi_worker_program as program
+
+    setting = program.toy_protocol().settings(program.toy_config(), 0)[0]
+    monkeypatch.setattr(training, "is_multi_worker", lambda strategy=None: True)
+    with pytest.raises(ValueError, match="several training workers"):
+        tasks.SettingData(
+            setting, 16, str(tmp_path), storage="tfrecord", service="grpc://localhost:5050"
+        )

@@ -103,6 +103,14 @@ class SettingData:
                 "service workers, and with config.data.storage='memory' that graph holds "
                 "every decoded image. Set config.data.storage='tfrecord' (or 'files')."
             )
+        if service and training.is_multi_worker():
+            raise ValueError(
+                f"config.data.service={service!r} with several training workers (TF_CONFIG): "
+                "each worker would read its own service job and keep half of it, so an epoch "
+                "would not see every image once. Use the service with one training process "
+                "(MirroredStrategy over its GPUs), or several workers with "
+                "config.data.storage='tfrecord' (split by file) and no service."
+            )
         self.setting = setting
         self.image_size = int(image_size)
         self.storage = storage
