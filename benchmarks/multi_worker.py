@@ -38,6 +38,9 @@ flags.DEFINE_integer("size", 32, "Image side (px).")
 flags.DEFINE_integer("width", 32, "Convolution width.")
 flags.DEFINE_integer("batch_size", 64, "GLOBAL batch size (each worker gets half).")
 flags.DEFINE_integer("timeout", 600, "Seconds per run.")
+flags.DEFINE_bool("update_docs", False, "Write the table into docs/scaling.md.")
+
+DOCS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "docs", "scaling.md")
 
 
 def _args(out):

@@ -70,3 +70,21 @@ def test_tf_data_service_with_several_workers_is_refused(tmp_path, monkeypatch):
         tasks.SettingData(
             setting, 16, str(tmp_path), storage="tfrecord", service="grpc://localhost:5050"
         )
+
+
+def test_a_sweep_on_several_workers_is_refused(tmp_path, monkeypatch):
+    import json as json_lib
+
+    from tfcell.experiments import sweep
+    from tfcell.testing import multi_worker_program as program
+
+    monkeypatch.setenv(
+        "TF_CONFIG",
+        json_lib.dumps(
+            {"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 0}}
+        ),
+    )
+    monkeypatch.setattr(sweep, "require_keras_tuner", lambda: None)
+    with pytest.raises(ValueError, match="Keras Tuner's own distributed tuning"):
+        sweep.run_sweep(program.toy_protocol(), program.toy_config(), str(tmp_path))
+    assert not os.listdir(tmp_path)  # Refused before anything is written.

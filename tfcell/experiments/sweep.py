@@ -51,6 +51,14 @@ def _validation_view(setting):
 def run_sweep(protocol, config, workdir, restart=False):
     """Tunes each method of `config.sweep.methods`; returns `{method: best hp}`."""
     require_keras_tuner()
+    if strategy_lib.num_workers() > 1:
+        raise ValueError(
+            "A sweep runs on one machine (MirroredStrategy over its GPUs); TF_CONFIG names "
+            "several workers. To spread trials over machines use Keras Tuner's own "
+            "distributed tuning (KERASTUNER_TUNER_ID / KERASTUNER_ORACLE_IP / "
+            "KERASTUNER_ORACLE_PORT, one tuner process per machine, TF_CONFIG unset); "
+            "see docs/scaling.md."
+        )
     wd = workdir_lib.Workdir(workdir, config, restart=restart)
     setting = _validation_view(protocol.settings(config, 0)[0])
     data = protocol.task.prepare(setting, config, wd.cache_dir)

@@ -6,12 +6,13 @@ import os
 
 import tensorflow as tf
 
-__all__ = ["get_strategy"]
+__all__ = ["get_strategy", "num_workers"]
 
 _log = logging.getLogger(__name__)
 
 
-def _num_workers():
+def num_workers():
+    """The number of tasks (chief and workers) `TF_CONFIG` names; 1 without it."""
     raw = os.environ.get("TF_CONFIG")
     if not raw:
         return 1
@@ -50,7 +51,7 @@ def get_strategy():
         own `train_step` in a `strategy.run` loop under this one
         (`tfcell/training/loop.py`); the experiment harness always does.
     """
-    workers = _num_workers()
+    workers = num_workers()
     if workers > 1:
         _log.info(
             "TF_CONFIG names %d tasks: MultiWorkerMirroredStrategy; train with "
