@@ -4,6 +4,7 @@ and `benchmarks/multi_worker.py`:
     python -m tfcell.testing.multi_worker_program fit --case=per_sample --out=DIR
     python -m tfcell.testing.multi_worker_program fit --case=coral --out=DIR
     python -m tfcell.testing.multi_worker_program harness --workdir=DIR
+    python -m tfcell.testing.multi_worker_program matrix --cases_file=tests/registry_test.py --out=DIR
 
 `fit` trains one small model with `tfcell.training.fit` under the strategy of
 `tfcell.training.get_strategy()` (`MultiWorkerMirroredStrategy` when
@@ -11,7 +12,9 @@ and `benchmarks/multi_worker.py`:
 `timing<index>.json` (a test program: every worker writes, so the test can
 compare them). `harness` runs `TOY`, a two-method, three-setting protocol of
 synthetic white cells, through the experiment harness; there, as in every
-reproduction, only the chief writes the workdir. Without `TF_CONFIG` both
+reproduction, only the chief writes the workdir. `matrix` fits one step of
+every case of the registry matrix (every public loss and trainer) and writes
+each case's weights. Without `TF_CONFIG` both
 run in one process, as the reference.
 
 The data and models are the functions below, so the test builds the same
@@ -216,6 +219,64 @@ def _harness(args):
     print(f"harness done: report {path}", flush=True)
 
 
+# ------------------------------------------------------------------ matrix
+def load_cases(path):
+    """`(LOSS_CASES, TRAINER_CASES, N)` of a registry-matrix file (tests/registry_test.py)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("tfcell_registry_cases", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.LOSS_CASES, module.TRAINER_CASES, module.N, module._data
+
+
+def matrix_step(kind, name, cases_file, strategy, force_loop=True):
+    """One SGD step of registry case `name` under `strategy`; its weights.
+
+    Each case is built after `keras.utils.set_random_seed(0)`, so every process
+    starts from the same weights."""
+    import keras
+    import tensorflow as tf
+
+    from tfcell import training
+
+    loss_cases, trainer_cases, n, trainer_data = load_cases(cases_file)
+    keras.utils.set_random_seed(0)
+    callbacks = []
+    with strategy.scope():
+        if kind == "loss":
+            model, loss, x, y, callbacks = loss_cases[name]()
+            model.compile(optimizer=keras.optimizers.SGD(0.01), loss=loss)
+            data = tf.data.Dataset.from_tensor_slices((x, y)).batch(n)
+        else:
+            model = trainer_cases[name]()
+            model.compile(optimizer=keras.optimizers.SGD(0.01))
+            data = tf.data.Dataset.from_tensor_slices(trainer_data()).batch(n)
+    history = training.fit(
+        model, data, epochs=1, verbose=0, shuffle=False, callbacks=callbacks,
+        force_loop=force_loop,
+    )  # fmt: skip
+    return [np.asarray(w) for w in model.get_weights()], history.history
+
+
+def _matrix(args):
+    from tfcell import training
+
+    strategy = training.get_strategy()
+    loss_cases, trainer_cases, _, _ = load_cases(args.cases_file)
+    _, index, _ = training.task_info()
+    os.makedirs(args.out, exist_ok=True)
+    summary = {}
+    for kind, names in (("loss", loss_cases), ("trainer", trainer_cases)):
+        for name in names:
+            weights, history = matrix_step(kind, name, args.cases_file, strategy)
+            np.savez(os.path.join(args.out, f"{kind}-{name}-{index}.npz"), *weights)
+            summary[f"{kind}-{name}"] = {k: [float(v) for v in vs] for k, vs in history.items()}
+            print(f"{kind} {name}: loss {summary[f'{kind}-{name}'].get('loss')}", flush=True)
+    with open(os.path.join(args.out, f"matrix{index}.json"), "w") as f:
+        json.dump({"replicas": int(strategy.num_replicas_in_sync), "cases": summary}, f)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -228,12 +289,17 @@ def main(argv=None):
     fit.add_argument("--size", type=int, default=8)
     fit.add_argument("--width", type=int, default=8)
     fit.add_argument("--steps_per_epoch", type=int, default=0)
+    matrix = sub.add_parser("matrix")
+    matrix.add_argument("--cases_file", required=True)
+    matrix.add_argument("--out", required=True)
     harness = sub.add_parser("harness")
     harness.add_argument("--workdir", required=True)
     harness.add_argument("--epochs", type=int, default=2)
     args = parser.parse_args(argv)
     if args.command == "fit":
         _fit(args)
+    elif args.command == "matrix":
+        _matrix(args)
     else:
         _harness(args)
     return 0

@@ -1,6 +1,7 @@
 """Two worker processes on loopback ports (`MultiWorkerMirroredStrategy` from
 TF_CONFIG) train what one process trains, and the harness run by both
 resumes after a worker is killed (tests/experiments/multi_worker_harness_test.py).
+At the top level of tests/ (not a numerical directory), so CI runs it once.
 Every process is started and stopped by
 the test (`LocalCluster` kills what is left when the block ends)."""
 
