@@ -108,7 +108,8 @@ def is_multi_worker(strategy=None):
     strategy = strategy or tf.distribute.get_strategy()
     if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         return False
-    return int(getattr(strategy.extended, "_num_workers", 1)) > 1
+    cluster = strategy.cluster_resolver.cluster_spec().as_dict()
+    return len(cluster.get("worker", [])) + len(cluster.get("chief", [])) > 1
 
 
 def broadcast_from_chief(value, strategy=None):
