@@ -202,3 +202,30 @@ def test_one_worker_needs_no_collective():
     assert not training.is_multi_worker(two_cpu_strategy())
     assert training.broadcast_from_chief(3.0) == 3.0
     np.testing.assert_array_equal(training.broadcast_from_chief([1, 0, 1]), [1.0, 0.0, 1.0])
+
+
+def _compiled(jit_compile):
+    with tf.distribute.get_strategy().scope():
+        model = program.build("per_sample")
+        model.compile(
+            optimizer=keras.optimizers.SGD(0.05),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            jit_compile=jit_compile,
+        )
+    return model
+
+
+def test_the_loop_compiles_with_xla_when_the_model_asks():
+    from tfcell.training import loop
+
+    batch = next(iter(program.dataset("per_sample")))
+    xla = loop._Steps(_compiled(True), tf.distribute.get_strategy())
+    assert "HloModule" in xla.train.experimental_get_compiler_ir(batch)(stage="hlo")
+    plain = loop._Steps(_compiled(False), tf.distribute.get_strategy())
+    with pytest.raises(ValueError, match="jit_compile=True"):
+        plain.train.experimental_get_compiler_ir(batch)(stage="hlo")
+    model = _compiled(True)
+    history = training.fit(
+        model, program.dataset("per_sample"), epochs=1, verbose=0, force_loop=True
+    )
+    assert np.isfinite(history.history["loss"]).all()

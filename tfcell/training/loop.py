@@ -181,12 +181,15 @@ class _Steps:
 
     def __init__(self, model, strategy):
         self.model, self.strategy = model, strategy
+        # XLA as `compile(jit_compile=True)` asks ("auto" stays off: Keras turns
+        # it off under tf.distribute too).
+        jit = getattr(model, "jit_compile", False) is True
 
-        @tf.function(reduce_retracing=True)
+        @tf.function(reduce_retracing=True, jit_compile=jit)
         def train(batch):
             return strategy.run(model.train_step, args=(batch,))
 
-        @tf.function(reduce_retracing=True)
+        @tf.function(reduce_retracing=True, jit_compile=jit)
         def test(batch):
             return strategy.run(model.test_step, args=(batch,))
 
