@@ -229,3 +229,35 @@ def test_the_loop_compiles_with_xla_when_the_model_asks():
         model, program.dataset("per_sample"), epochs=1, verbose=0, force_loop=True
     )
     assert np.isfinite(history.history["loss"]).all()
+
+
+def _varying_dataset(sizes):
+    """Epoch k yields sizes[k] batches of 16 (a generator re-run every epoch)."""
+    images, labels, _ = program.data(16 * max(sizes))
+    calls = {"epoch": 0}
+
+    def generate():
+        n = sizes[min(calls["epoch"], len(sizes) - 1)]
+        calls["epoch"] += 1
+        for i in range(n):
+            yield images[16 * i : 16 * (i + 1)], labels[16 * i : 16 * (i + 1)]
+
+    spec = (tf.TensorSpec((None, 8, 8, 3), tf.float32), tf.TensorSpec((None,), tf.int32))
+    return tf.data.Dataset.from_generator(generate, output_signature=spec)
+
+
+def test_later_epochs_run_the_counted_batches_and_check_the_end():
+    # After epoch 1 the loop runs the counted number of batches without a
+    # per-step end check; a larger epoch is still trained in full, a smaller
+    # one is a clear error.
+    with tf.distribute.get_strategy().scope():
+        model = program.build("per_sample")
+    recorder = _Recorder()
+    training.fit(
+        model, _varying_dataset([2, 3]), epochs=2, verbose=0, callbacks=[recorder], force_loop=True
+    )
+    assert recorder.events.count("batch 2") == 1  # Epoch 2: three batches.
+    with tf.distribute.get_strategy().scope():
+        model = program.build("per_sample")
+    with pytest.raises(ValueError, match="same number of batches every epoch"):
+        training.fit(model, _varying_dataset([3, 2]), epochs=2, verbose=0, force_loop=True)

@@ -346,29 +346,68 @@ def fit(
     model.stop_training = False
     callback_list.on_train_begin()
     iterator = iter(train) if steps_per_epoch else None
+    infinite = bool(dataset.cardinality() == tf.data.INFINITE_CARDINALITY)
+    known_steps = None  # Batches per epoch, counted in the first full epoch.
     logs = {}
     for epoch in range(initial_epoch, epochs):
         model.reset_metrics()
         callback_list.on_epoch_begin(epoch)
         epoch_iterator = iterator if steps_per_epoch else iter(train)
-        step, keys = 0, ()
-        while steps_per_epoch is None or step < steps_per_epoch:
-            optional = epoch_iterator.get_next_as_optional()
-            if not bool(optional.has_value()):
-                if steps_per_epoch:
+        state = {"step": 0, "keys": ()}
+
+        def run_step(batch, state=state):
+            callback_list.on_train_batch_begin(state["step"])
+            step_logs = _local(steps.train(batch), strategy)
+            state["keys"] = tuple(step_logs.keys())
+            callback_list.on_train_batch_end(state["step"], step_logs)
+            state["step"] += 1
+            # Several workers stop together, at the end of the epoch.
+            return model.stop_training and not multi_worker
+
+        # A step's `get_next_as_optional().has_value()` is a collective across
+        # workers (about 20 ms over loopback); it is needed only where the end
+        # of the data is unknown. Known: an infinite dataset under
+        # steps_per_epoch, and every epoch after the first (same batch count).
+        fixed = steps_per_epoch if (steps_per_epoch and infinite) else None
+        if fixed is None and not steps_per_epoch and known_steps is not None:
+            fixed = known_steps
+        stopped = False
+        if fixed is not None:
+            for _ in range(fixed):
+                try:
+                    batch = next(epoch_iterator)
+                except (StopIteration, tf.errors.OutOfRangeError):
+                    raise ValueError(
+                        f"fit: epoch {epoch + 1} yielded {state['step']} batches, epoch 1 "
+                        f"{known_steps}; the loop needs the same number of batches every "
+                        "epoch (a dataset of fixed size, reshuffled)."
+                    ) from None
+                if run_step(batch):
+                    stopped = True
+                    break
+        if not stopped and (fixed is None or not steps_per_epoch):
+            # Unknown end, or (after `fixed` steps) confirming the end: one collective.
+            while steps_per_epoch is None or state["step"] < steps_per_epoch:
+                optional = epoch_iterator.get_next_as_optional()
+                if not bool(optional.has_value()):
+                    if steps_per_epoch:
+                        _log.warning(
+                            "fit: the dataset ended after %d of %d steps of epoch %d; "
+                            "repeat it (dataset.repeat()) for steps_per_epoch.",
+                            state["step"], steps_per_epoch, epoch + 1,
+                        )  # fmt: skip
+                    break
+                if fixed is not None:
                     _log.warning(
-                        "fit: the dataset ended after %d of %d steps of epoch %d; "
-                        "repeat it (dataset.repeat()) for steps_per_epoch.",
-                        step, steps_per_epoch, epoch + 1,
+                        "fit: epoch %d has more batches than epoch 1 (%d); counting again.",
+                        epoch + 1, fixed,
                     )  # fmt: skip
-                break
-            callback_list.on_train_batch_begin(step)
-            step_logs = _local(steps.train(optional.get_value()), strategy)
-            keys = tuple(step_logs.keys())
-            callback_list.on_train_batch_end(step, step_logs)
-            step += 1
-            if model.stop_training and not multi_worker:
-                break  # Several workers stop together, at the end of the epoch.
+                    fixed = None
+                if run_step(optional.get_value()):
+                    break
+            if not steps_per_epoch and (known_steps is None or fixed is None):
+                known_steps = state["step"]
+        step, keys = state["step"], state["keys"]
         if step == 0:
             raise ValueError(
                 f"fit: the training dataset yielded no batch in epoch {epoch + 1} (with "
