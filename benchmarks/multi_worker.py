@@ -38,6 +38,12 @@ flags.DEFINE_integer("size", 32, "Image side (px).")
 flags.DEFINE_integer("width", 32, "Convolution width.")
 flags.DEFINE_integer("batch_size", 64, "GLOBAL batch size (each worker gets half).")
 flags.DEFINE_integer("timeout", 600, "Seconds per run.")
+flags.DEFINE_integer(
+    "worker_threads",
+    0,
+    "TF intra-op threads per worker (TF_NUM_INTRAOP_THREADS); 0: TF's default. On one "
+    "machine, cores / workers keeps the two workers from oversubscribing the cores.",
+)
 flags.DEFINE_bool("update_docs", False, "Write the table into docs/scaling.md.")
 
 DOCS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "docs", "scaling.md")
@@ -66,7 +72,11 @@ def _one_process(out):
 
 
 def _two_workers(out):
-    with LocalCluster(2, [sys.executable, *_args(out)], log_dir=out) as cluster:
+    env = {}
+    if FLAGS.worker_threads:
+        env = {"TF_NUM_INTRAOP_THREADS": str(FLAGS.worker_threads),
+               "TF_NUM_INTEROP_THREADS": str(FLAGS.worker_threads)}  # fmt: skip
+    with LocalCluster(2, [sys.executable, *_args(out)], env=env, log_dir=out) as cluster:
         cluster.wait(timeout=FLAGS.timeout)
     return _step_seconds(os.path.join(out, "timing0.json"))
 
@@ -85,15 +95,36 @@ def main(argv):
         print(f"round {r + 1}: one process {one[-1] * 1e3:.1f} ms/step, two workers "
               f"{two[-1] * 1e3:.1f} ms/step", flush=True)  # fmt: skip
     ratios = [b / a for a, b in zip(one, two)]
-    print()
-    print("| case | global batch | one process (ms/step) | two workers (ms/step) | ratio |")
-    print("|---|---|---|---|---|")
-    print(
-        f"| {FLAGS.case} | {FLAGS.batch_size} | {statistics.median(one) * 1e3:.1f} | "
-        f"{statistics.median(two) * 1e3:.1f} | {statistics.median(ratios):.2f} |"
+    import platform
+
+    import tensorflow as tf
+
+    threads = (
+        f", {FLAGS.worker_threads} intra-op thread(s) per worker" if FLAGS.worker_threads else ""
     )
-    print(f"\nratio two workers / one process per round: {[round(x, 2) for x in ratios]} "
-          f"({os.cpu_count()} CPU cores shared by both workers)")  # fmt: skip
+    lines = [
+        "| case | global batch | one process (ms/step) | two workers (ms/step) | ratio |",
+        "|---|---|---|---|---|",
+        f"| {FLAGS.case} | {FLAGS.batch_size} | {statistics.median(one) * 1e3:.1f} | "
+        f"{statistics.median(two) * 1e3:.1f} | {statistics.median(ratios):.2f} |",
+        "",
+        f"Ratio two workers / one process per round: {[round(x, 2) for x in ratios]}; medians "
+        f"of {FLAGS.rounds} alternating rounds, epochs 2-{FLAGS.epochs} of "
+        f"{FLAGS.num_examples} images of {FLAGS.size} px, CNN width {FLAGS.width}; "
+        f"{os.cpu_count()} CPU cores shared by both workers{threads}; {platform.machine()}, "
+        f"TF {tf.__version__}. Command: `python benchmarks/multi_worker.py --case={FLAGS.case} "
+        f"--rounds={FLAGS.rounds} --epochs={FLAGS.epochs} --num_examples={FLAGS.num_examples} "
+        f"--size={FLAGS.size} --width={FLAGS.width} --batch_size={FLAGS.batch_size} "
+        f"--worker_threads={FLAGS.worker_threads}`.",
+    ]
+    text = "\n".join(lines)
+    print()
+    print(text)
+    if FLAGS.update_docs:
+        from tfcell.evaluation import report
+
+        report.replace_marked_block(DOCS, f"multi_worker_{FLAGS.case}", text)
+        print(f"\nWritten into {DOCS}")
 
 
 if __name__ == "__main__":
