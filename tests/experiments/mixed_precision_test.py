@@ -324,3 +324,20 @@ def test_training_augmentation_config_round_trip(augment):
     clone = model_augmentation.TrainingAugmentation.from_config(layer.get_config())
     assert clone.get_config() == layer.get_config()
     assert clone.supports_jit == isinstance(augment, augmentation.RandomDihedral)
+
+
+def test_a_sweep_runs_its_trials_under_the_policy_and_restores_it(monkeypatch, tmp_path):
+    import keras
+
+    from tfcell.experiments import sweep
+
+    seen = []
+    monkeypatch.setattr(sweep, "require_keras_tuner", lambda: None)
+    monkeypatch.setattr(
+        sweep, "_run_sweep",
+        lambda *args: seen.append(keras.mixed_precision.global_policy().name) or {"ce": {}},
+    )  # fmt: skip
+    config = ml_collections.ConfigDict({"mixed_precision": True})
+    assert sweep.run_sweep(None, config, str(tmp_path)) == {"ce": {}}
+    assert seen == ["mixed_float16"]
+    assert keras.mixed_precision.global_policy().name == "float32"

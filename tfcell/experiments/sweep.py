@@ -59,6 +59,22 @@ def run_sweep(protocol, config, workdir, restart=False):
             "KERASTUNER_ORACLE_PORT, one tuner process per machine, TF_CONFIG unset); "
             "see docs/scaling.md."
         )
+    import keras
+
+    from tfcell.experiments import runner
+
+    policy = runner._dtype_policy(config)  # config.mixed_precision, as for a run
+    previous = keras.mixed_precision.global_policy()
+    if policy is not None:
+        print(f"Mixed precision: {policy} for every trial.", flush=True)
+        keras.mixed_precision.set_global_policy(policy)
+    try:
+        return _run_sweep(protocol, config, workdir, restart)
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
+def _run_sweep(protocol, config, workdir, restart):
     wd = workdir_lib.Workdir(workdir, config, restart=restart)
     setting = _validation_view(protocol.settings(config, 0)[0])
     data = protocol.task.prepare(setting, config, wd.cache_dir)
