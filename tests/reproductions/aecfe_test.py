@@ -8,13 +8,13 @@ import importlib.util
 import json
 import os
 import pathlib
-import sys
 import tempfile
 
 import numpy as np
 import pytest
-from absl import flags
 from PIL import Image
+
+from tfcell.testing.scripts import run_reproduction
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 METHODS = ("rcnn_rf", "ae_rf", "nd_ae_da", "aae_da", "ae_cfe", "oracle_cnn")
@@ -22,29 +22,7 @@ DOMAINS = ("hospital_0", "hospital_1", "hospital_2")
 
 
 def _run_script(workdir, *extra):
-    for flag in list(flags.FLAGS):  # Each script defines --config (and its overrides).
-        if flag in ("config", "workdir", "restart") or flag.startswith("config."):
-            delattr(flags.FLAGS, flag)
-    argv = ["aecfe_wbc", f"--config={ROOT}/configs/aecfe_wbc.py:smoke", f"--workdir={workdir}"]
-    argv += list(extra)
-    spec = importlib.util.spec_from_file_location(
-        "_aecfe_wbc", ROOT / "reproductions" / "aecfe_wbc.py"
-    )
-    script = importlib.util.module_from_spec(spec)
-    # ml_collections reads the `--config.<key>` overrides from sys.argv when it
-    # parses --config, as on a real command line.
-    saved, sys.argv = sys.argv, argv
-    try:
-        spec.loader.exec_module(script)
-        flags.FLAGS(argv)
-        config = script._CONFIG.value
-    finally:
-        sys.argv = saved
-    try:
-        assert script.main(["aecfe_wbc"]) is None
-    finally:
-        flags.FLAGS.unparse_flags()
-    return config
+    return run_reproduction("aecfe_wbc", workdir, *extra)
 
 
 @pytest.fixture(scope="module")

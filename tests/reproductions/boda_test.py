@@ -2,48 +2,25 @@
 (synthetic white cells from three hospitals) writes results, models, report and
 done, resumes, and BoDA's centroids refresh on schedule inside the run."""
 
-import importlib.util
 import json
 import pathlib
-import sys
 import tempfile
 
 import keras
 import numpy as np
 import pytest
-from absl import flags
 
 import tfcell
 from tfcell import training
+from tfcell.testing.scripts import run_reproduction
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
 # ERM and BoDA on every setting (every method is built and trained one step in
 # tests/papers/boda_test.py; the smoke config itself runs all six).
 _ARGS = ["--config.methods=('erm', 'boda')", "--config.data.protocols=('lodo', 'cv')"]
 
 
 def _run_script(workdir, *extra):
-    for flag in list(flags.FLAGS):  # Each script defines --config (and its overrides).
-        if flag in ("config", "workdir", "restart") or flag.startswith("config."):
-            delattr(flags.FLAGS, flag)
-    argv = ["boda_wbc", f"--config={ROOT}/configs/boda_wbc.py:smoke", f"--workdir={workdir}"]
-    argv += _ARGS + list(extra)
-    spec = importlib.util.spec_from_file_location(
-        "_boda_wbc", ROOT / "reproductions" / "boda_wbc.py"
-    )
-    script = importlib.util.module_from_spec(spec)
-    # ml_collections reads the `--config.<key>` overrides from sys.argv when it
-    # parses --config, as on a real command line.
-    saved, sys.argv = sys.argv, argv
-    try:
-        spec.loader.exec_module(script)
-        flags.FLAGS(argv)
-    finally:
-        sys.argv = saved
-    try:
-        assert script.main(["boda_wbc"]) is None  # absl exits with main's value: 0.
-    finally:
-        flags.FLAGS.unparse_flags()
+    return run_reproduction("boda_wbc", workdir, *_ARGS, *extra)
 
 
 @pytest.fixture(scope="module")

@@ -2,49 +2,21 @@
 (synthetic nucleus scenes) writes results, models, report, figures and done,
 and resumes only an unfinished job."""
 
-import importlib.util
 import json
 import os
 import pathlib
-import sys
 import tempfile
 
 import numpy as np
 import pytest
-from absl import flags
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
+from tfcell.testing.scripts import run_reproduction
+
 _ARGS = []
 
 
 def _run_script(workdir, *extra):
-    for flag in list(flags.FLAGS):  # Each script defines --config (and its overrides).
-        if flag in ("config", "workdir", "restart") or flag.startswith("config."):
-            delattr(flags.FLAGS, flag)
-    argv = [
-        "ece_nuclei",
-        f"--config={ROOT}/configs/ece_nuclei.py:smoke",
-        f"--workdir={workdir}",
-    ]
-    argv += _ARGS + list(extra)
-    spec = importlib.util.spec_from_file_location(
-        "_ece_nuclei", ROOT / "reproductions" / "ece_nuclei.py"
-    )
-    script = importlib.util.module_from_spec(spec)
-    # ml_collections reads the `--config.<key>` overrides from sys.argv when it
-    # parses --config, as on a real command line.
-    saved, sys.argv = sys.argv, argv
-    try:
-        spec.loader.exec_module(script)
-        flags.FLAGS(argv)
-        config = script._CONFIG.value
-    finally:
-        sys.argv = saved
-    try:
-        assert script.main(["ece_nuclei"]) is None
-    finally:
-        flags.FLAGS.unparse_flags()
-    return config
+    return run_reproduction("ece_nuclei", workdir, *_ARGS, *extra)
 
 
 @pytest.fixture(scope="module")

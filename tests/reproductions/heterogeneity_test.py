@@ -4,51 +4,23 @@ report, figures and done; it resumes; unseen validation subjects give a finite
 L_H without subject terms; the two stages run; and the saved run predicts new
 images in one call, agreeing with the run's own ensemble."""
 
-import importlib.util
 import json
 import os
 import pathlib
-import sys
 import tempfile
 
 import numpy as np
 import pytest
-from absl import flags
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
+from tfcell.testing.scripts import run_reproduction
+
 # L_CE and L_H on 2 folds (every method is built in tests/papers/heterogeneity_test.py;
 # the smoke config itself runs all four on 3 folds).
 _ARGS = ["--config.methods=('ce', 'heterogeneity')", "--config.data.num_folds=2"]
 
 
 def _run_script(workdir, *extra):
-    for flag in list(flags.FLAGS):  # Each script defines --config (and its overrides).
-        if flag in ("config", "workdir", "restart") or flag.startswith("config."):
-            delattr(flags.FLAGS, flag)
-    argv = [
-        "heterogeneity_cnmc",
-        f"--config={ROOT}/configs/heterogeneity_cnmc.py:smoke",
-        f"--workdir={workdir}",
-    ]
-    argv += _ARGS + list(extra)
-    spec = importlib.util.spec_from_file_location(
-        "_heterogeneity_cnmc", ROOT / "reproductions" / "heterogeneity_cnmc.py"
-    )
-    script = importlib.util.module_from_spec(spec)
-    # ml_collections reads the `--config.<key>` overrides from sys.argv when it
-    # parses --config, as on a real command line.
-    saved, sys.argv = sys.argv, argv
-    try:
-        spec.loader.exec_module(script)
-        flags.FLAGS(argv)
-        config = script._CONFIG.value
-    finally:
-        sys.argv = saved
-    try:
-        assert script.main(["heterogeneity_cnmc"]) is None
-    finally:
-        flags.FLAGS.unparse_flags()
-    return config
+    return run_reproduction("heterogeneity_cnmc", workdir, *_ARGS, *extra)
 
 
 @pytest.fixture(scope="module")
