@@ -48,7 +48,7 @@ import tensorflow as tf
 from keras import ops
 from scipy import ndimage
 
-from tfcell import models
+from tfcell import models, training
 from tfcell.data import augmentation, nuclei, splits
 from tfcell.evaluation import segmentation
 
@@ -183,7 +183,7 @@ def train_segmenter(
             f"Images of {size} px do not divide by 2**depth = {2**depth}; pass image_size."
         )
     dataset = _dataset(images, masks, int(batch_size), augment or None, seed)
-    model.fit(dataset, epochs=int(epochs), shuffle=False, verbose=verbose)
+    training.fit(model, dataset, epochs=int(epochs), shuffle=False, verbose=verbose)
     return model
 
 
