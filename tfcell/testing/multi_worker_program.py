@@ -267,7 +267,8 @@ def _matrix(args):
     _, index, _ = training.task_info()
     os.makedirs(args.out, exist_ok=True)
     summary = {}
-    for kind, names in (("loss", loss_cases), ("trainer", trainer_cases)):
+    losses = [n for n in loss_cases if not args.losses or n in args.losses.split(",")]
+    for kind, names in (("loss", losses), ("trainer", trainer_cases)):
         for name in names:
             weights, history = matrix_step(kind, name, args.cases_file, strategy)
             np.savez(os.path.join(args.out, f"{kind}-{name}-{index}.npz"), *weights)
@@ -292,6 +293,7 @@ def main(argv=None):
     matrix = sub.add_parser("matrix")
     matrix.add_argument("--cases_file", required=True)
     matrix.add_argument("--out", required=True)
+    matrix.add_argument("--losses", default="", help="Comma-separated loss cases (all: empty).")
     harness = sub.add_parser("harness")
     harness.add_argument("--workdir", required=True)
     harness.add_argument("--epochs", type=int, default=2)
