@@ -88,3 +88,25 @@ def test_a_sweep_on_several_workers_is_refused(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="Keras Tuner's own distributed tuning"):
         sweep.run_sweep(program.toy_protocol(), program.toy_config(), str(tmp_path))
     assert not os.listdir(tmp_path)  # Refused before anything is written.
+
+
+def test_a_worker_of_a_reproduction_script_writes_nothing_and_exits_cleanly(
+    tmp_path, monkeypatch, capsys
+):
+    # A reproduction's `main` as worker 1 runs it (run_script, not only the
+    # runner): no workdir, no report path, exit value None (absl: 0).
+    from tfcell.experiments import script
+    from tfcell.testing import multi_worker_program as program
+    from tfcell.training import loop
+
+    monkeypatch.setattr(loop, "is_chief", lambda: False)
+    monkeypatch.setattr(loop, "task_info", lambda: ("worker", 1, {"worker": ["a:1", "b:2"]}))
+    config = program.toy_config(epochs=1)
+    with config.unlocked():
+        config.protocol = "tfcell.testing.multi_worker_program:toy_protocol"
+    monkeypatch.setattr(script.protocol_lib, "load_protocol", lambda spec: program.toy_protocol())
+    workdir = tmp_path / "run"
+    assert script.run_script(config, str(workdir)) is None
+    out = capsys.readouterr().out
+    assert "the chief writes the report" in out and "worker: 6 job(s) trained" in out
+    assert not workdir.exists()

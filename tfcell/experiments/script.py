@@ -76,5 +76,8 @@ def run_script(config, workdir, restart=False, prepare=None):
         print(best)
         return None
     path = runner.run(protocol, config, workdir, restart=restart)
+    if path is None:  # A worker of a multi-worker run: the chief writes the report.
+        print(f"\nThis worker's part is done; the chief writes the report into {workdir}.")
+        return None
     print(f"\nReport: {os.path.abspath(path)}")
     return None
