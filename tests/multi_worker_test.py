@@ -40,26 +40,30 @@ def _max_difference(a, b):
     return max(float(np.abs(x - y).max()) for x, y in zip(a, b))
 
 
-@pytest.mark.parametrize("case", ["per_sample", "coral"])
-def test_two_workers_train_what_one_process_trains(case, tmp_path):
-    with LocalCluster(2, _program("fit", f"--case={case}", f"--out={tmp_path}")) as cluster:
-        cluster.wait(timeout=240)
-    workers = [_weights(tmp_path / f"weights{i}.npz") for i in (0, 1)]
-    timing = json.loads((tmp_path / "timing0.json").read_text())
-    assert timing["replicas"] == 2
-    assert timing["strategy"] in ("MultiWorkerMirroredStrategy", "CollectiveAllReduceStrategy")
-    # The workers hold the same (all-reduced) weights.
-    assert _max_difference(workers[0], workers[1]) == 0.0
-    one_device = _reference(case, tf.distribute.get_strategy())
-    if case == "per_sample":
-        # A per-sample loss over the same global batches: one process, one device.
-        assert _max_difference(workers[0], one_device) < 1e-5
-    else:
-        # CORAL is a batch statistic, computed per replica and averaged (HOUSE_STYLE):
-        # two workers equal one process with two replicas (two logical CPUs) on the
-        # same global batches, and differ from one device on the whole batch.
-        assert _max_difference(workers[0], _reference(case, two_cpu_strategy())) < 1e-5
-        assert _max_difference(workers[0], one_device) > 1e-3
+def test_two_workers_train_what_one_process_trains(tmp_path):
+    # One cluster launch trains both cases, one after the other.
+    command = _program("fit", "--case=per_sample,coral", f"--out={tmp_path}")
+    with LocalCluster(2, command) as cluster:
+        cluster.wait(timeout=300)
+    for case in ("per_sample", "coral"):
+        out = tmp_path / case
+        workers = [_weights(out / f"weights{i}.npz") for i in (0, 1)]
+        timing = json.loads((out / "timing0.json").read_text())
+        assert timing["replicas"] == 2
+        assert timing["strategy"] in ("MultiWorkerMirroredStrategy", "CollectiveAllReduceStrategy")
+        # The workers hold the same (all-reduced) weights.
+        assert _max_difference(workers[0], workers[1]) == 0.0
+        one_device = _reference(case, tf.distribute.get_strategy())
+        if case == "per_sample":
+            # A per-sample loss over the same global batches: one process, one device.
+            assert _max_difference(workers[0], one_device) < 1e-5
+        else:
+            # CORAL is a batch statistic, computed per replica and averaged
+            # (HOUSE_STYLE): two workers equal one process with two replicas (two
+            # logical CPUs) on the same global batches, and differ from one device
+            # on the whole batch.
+            assert _max_difference(workers[0], _reference(case, two_cpu_strategy())) < 1e-5
+            assert _max_difference(workers[0], one_device) > 1e-3
 
 
 def test_cluster_helper_reports_a_failing_worker(tmp_path):

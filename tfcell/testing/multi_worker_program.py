@@ -10,8 +10,8 @@ and `benchmarks/multi_worker.py`:
 `tfcell.training.get_strategy()` (`MultiWorkerMirroredStrategy` when
 `TF_CONFIG` names several workers) and writes `weights<index>.npz` and
 `timing<index>.json` (a test program: every worker writes, so the test can
-compare them). `harness` runs `TOY`, a two-method, three-setting protocol of
-synthetic white cells, through the experiment harness; there, as in every
+compare them). `harness` runs a two-method, two-setting protocol of
+synthetic white cells (`toy_protocol`) through the experiment harness; there, as in every
 reproduction, only the chief writes the workdir. `matrix` fits one step of
 every case of the registry matrix (every public loss and trainer) and writes
 each case's weights. Without `TF_CONFIG` both
@@ -88,14 +88,21 @@ def build(case, size=8, width=8):
 
 
 def _fit(args):
+    from tfcell import training
+
+    strategy = training.get_strategy()
+    for case in args.case.split(","):
+        _fit_case(args, case, strategy)
+
+
+def _fit_case(args, case, strategy):
     import tensorflow as tf
 
     from tfcell import training
 
-    strategy = training.get_strategy()
     with strategy.scope():
-        model = build(args.case, size=args.size, width=args.width)
-    train = dataset(args.case, args.batch_size, args.num_examples, args.size)
+        model = build(case, size=args.size, width=args.width)
+    train = dataset(case, args.batch_size, args.num_examples, args.size)
     if args.epochs > 1 and args.steps_per_epoch:
         train = train.repeat()
     import keras
@@ -120,12 +127,13 @@ def _fit(args):
     )  # fmt: skip
     elapsed = time.perf_counter() - start
     _, index, _ = training.task_info()
-    os.makedirs(args.out, exist_ok=True)
+    out = os.path.join(args.out, case) if "," in args.case else args.out
+    os.makedirs(out, exist_ok=True)
     np.savez(
-        os.path.join(args.out, f"weights{index}.npz"),
+        os.path.join(out, f"weights{index}.npz"),
         *[np.asarray(w) for w in model.get_weights()],
     )
-    with open(os.path.join(args.out, f"timing{index}.json"), "w") as f:
+    with open(os.path.join(out, f"timing{index}.json"), "w") as f:
         json.dump(
             {
                 "seconds": elapsed,
@@ -140,7 +148,7 @@ def _fit(args):
             },
             f,
         )
-    print(f"fit done: {type(strategy).__name__}, {elapsed:.2f} s", flush=True)
+    print(f"fit {case} done: {type(strategy).__name__}, {elapsed:.2f} s", flush=True)
 
 
 # ----------------------------------------------------------------- harness
@@ -163,9 +171,10 @@ def toy_protocol():
                 config.data.num_images, image_size=config.data.image_size, num_classes=3,
                 domains=3, subjects_per_domain=3, seed=config.seed + repeat,
             )  # fmt: skip
-            return settings.leave_one_domain_out(
+            every = settings.leave_one_domain_out(
                 records, 0.2, config.seed + repeat, synthetic=True, description="toy cells"
             )
+            return every[: config.data.get("max_settings") or None]
 
         def methods(self, config):
             return {
@@ -189,7 +198,7 @@ def toy_protocol():
     return Toy()
 
 
-def toy_config(epochs=2):
+def toy_config(epochs=2, max_settings=2):
     import ml_collections
 
     config = ml_collections.ConfigDict()
@@ -197,7 +206,9 @@ def toy_config(epochs=2):
     config.seed = 0
     config.num_repeats = 1
     config.save_model_repeats = -1
-    config.data = {"num_images": 90, "image_size": 16}
+    # Two of the three leave-one-hospital-out settings (4 jobs), each training on
+    # two hospitals, so CORAL has a pair of domains.
+    config.data = {"num_images": 90, "image_size": 16, "max_settings": max_settings}
     config.model = {"backbone": "small_cnn", "widths": (4,), "embedding_dim": 8}
     config.loss = {"erm": {}, "coral": {}}
     config.optimizer = {"name": "adam", "learning_rate": 1e-3}
@@ -282,7 +293,10 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     fit = sub.add_parser("fit")
-    fit.add_argument("--case", choices=("per_sample", "coral"), required=True)
+    fit.add_argument(
+        "--case", required=True,
+        help="per_sample, coral, or both comma-separated (then <out>/<case>/ each)",
+    )  # fmt: skip
     fit.add_argument("--out", required=True)
     fit.add_argument("--epochs", type=int, default=EPOCHS)
     fit.add_argument("--batch_size", type=int, default=GLOBAL_BATCH)
