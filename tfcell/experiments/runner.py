@@ -177,11 +177,6 @@ def _run(protocol, config, workdir, restart, policy):
     return _run_jobs(protocol, config, workdir, restart, policy, strategy, chief)
 
 
-def _num_tasks():
-    cluster = loop.task_info()[2]
-    return max(len(cluster.get("worker", [])) + len(cluster.get("chief", [])), 1)
-
-
 def _save_job(wd, config, key, folder, setting, repeat, seed, name, result):
     """The chief's part of a finished job: its model, records, outputs, `done`."""
     if result.model is not None and _keep_model(config, repeat):
@@ -294,7 +289,7 @@ def _run_jobs(protocol, config, workdir, restart, policy, strategy, chief):
         "augment_in_model": bool(config.get("training", {}).get("augment_in_model", False)),
         "strategy": type(strategy).__name__,
         "replicas": int(strategy.num_replicas_in_sync),
-        "workers": _num_tasks(),
+        "workers": strategy_lib.num_workers(),
     }
     wd.write_json("run.json", run_info)
     path = protocol.write_report(wd.path, config, wd.records(), run_info)

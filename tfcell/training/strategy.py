@@ -1,8 +1,6 @@
 """Picks the `tf.distribute` strategy for the devices at hand."""
 
-import json
 import logging
-import os
 
 import tensorflow as tf
 
@@ -13,18 +11,9 @@ _log = logging.getLogger(__name__)
 
 def num_workers():
     """The number of tasks (chief and workers) `TF_CONFIG` names; 1 without it."""
-    raw = os.environ.get("TF_CONFIG")
-    if not raw:
-        return 1
-    try:
-        config = json.loads(raw)
-    except json.JSONDecodeError as error:
-        raise ValueError(
-            f"TF_CONFIG is not valid JSON ({error}); expected e.g. "
-            '{"cluster": {"worker": ["host1:port", "host2:port"]}, '
-            '"task": {"type": "worker", "index": 0}}.'
-        ) from error
-    cluster = config.get("cluster", {})
+    from tfcell.training import loop  # TF_CONFIG is parsed in one place.
+
+    cluster = loop.task_info()[2]
     return len(cluster.get("worker", [])) + len(cluster.get("chief", [])) or 1
 
 
